@@ -1,0 +1,50 @@
+"""Precision handling: losses compute in float32 (or float64) whatever the caller's autocast says.
+
+Half-precision logs, exps and squared distances lose too much range (``exp(12)`` overflows
+float16; bfloat16 keeps 8 mantissa bits), so every functional loss is wrapped with
+:func:`float32_compute`: autocast is switched off inside, float16/bfloat16 tensor arguments are
+upcast to float32 (gradients still flow back to the half-precision originals), and the loss comes
+back in float32. float64 inputs stay float64 so ``gradcheck`` sees the true function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+
+__all__ = ["float32_compute", "upcast", "autocast_disabled"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def upcast(x):
+    """Return ``x`` as float32 if it is a float16/bfloat16 tensor, else unchanged."""
+    if isinstance(x, torch.Tensor) and x.dtype in _HALF:
+        return x.float()
+    return x
+
+
+@contextlib.contextmanager
+def autocast_disabled():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        yield
+
+
+def float32_compute(fn):
+    """Decorator: run ``fn`` with autocast disabled and half-precision tensor arguments upcast."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        args = tuple(upcast(a) for a in args)
+        kwargs = {k: upcast(v) for k, v in kwargs.items()}
+        if torch.is_autocast_enabled("cpu") or (torch.cuda.is_available() and torch.is_autocast_enabled("cuda")):
+            with autocast_disabled():
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,192 @@
+"""Input validation shared by every loss family.
+
+Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong
+shape, range or value) with a message that names the argument, says what was expected and
+what was received, so a user can fix the call without reading tailwise's source.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_tensor",
+    "check_floating",
+    "check_same_shape",
+    "check_finite",
+    "check_reduction",
+    "check_positive",
+    "check_nonnegative",
+    "check_probability",
+    "check_choice",
+    "check_class_counts",
+    "check_class_indices",
+    "check_weight",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _describe(x) -> str:
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}" if not isinstance(x, (list, tuple)) else f"a {type(x).__name__} of length {len(x)}"
+
+
+def check_tensor(x, name: str, *, ndim: Optional[Union[int, Sequence[int]]] = None,
+                 min_ndim: Optional[int] = None, last_dim: Optional[int] = None) -> Tensor:
+    """Raise unless ``x`` is a tensor with the requested number of dimensions."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {_describe(x)}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            expected = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {expected}, got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}")
+    if last_dim is not None and (x.dim() == 0 or x.shape[-1] != last_dim):
+        raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_floating(x, name: str, **kwargs) -> Tensor:
+    """Raise unless ``x`` is a floating-point tensor."""
+    check_tensor(x, name, **kwargs)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_b} must have the same shape as {name_a} {tuple(a.shape)}, got {tuple(b.shape)}")
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise ``ValueError`` if ``x`` has a NaN or an infinity, naming the first bad index."""
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        first = idx[0] if len(idx) == 1 else idx
+        raise ValueError(f"{name} must be finite, got {x.detach()[idx].item()} at index {first}")
+    return x
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def _check_number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+            isinstance(value, Tensor) and value.numel() == 1):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"{name} must not be NaN")
+    return v
+
+
+def check_positive(value, name: str) -> float:
+    v = _check_number(value, name)
+    if not v > 0:
+        raise ValueError(f"{name} must be > 0, got {v}")
+    return v
+
+
+def check_nonnegative(value, name: str) -> float:
+    v = _check_number(value, name)
+    if not v >= 0:
+        raise ValueError(f"{name} must be >= 0, got {v}")
+    return v
+
+
+def check_probability(value, name: str, *, open_low: bool = False, open_high: bool = False) -> float:
+    """Raise unless ``value`` lies in [0, 1] (ends optionally excluded)."""
+    v = _check_number(value, name)
+    lo_ok = v > 0 if open_low else v >= 0
+    hi_ok = v < 1 if open_high else v <= 1
+    if not (lo_ok and hi_ok):
+        interval = ("(" if open_low else "[") + "0, 1" + (")" if open_high else "]")
+        raise ValueError(f"{name} must be in {interval}, got {v}")
+    return v
+
+
+def check_choice(value, name: str, choices: Iterable) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name: str = "class_counts",
+                       allow_zero: bool = False, device=None) -> Tensor:
+    """Validate per-class training counts and return them as a float64 1-D tensor.
+
+    Accepts a tensor, a numpy array or a sequence. Counts must be finite, non-negative, positive
+    unless ``allow_zero`` (a zero count makes ``log pi_c = -inf``), and of length ``num_classes``
+    when given.
+    """
+    if isinstance(class_counts, Tensor):
+        counts = class_counts.detach()
+    else:
+        try:
+            counts = torch.as_tensor(class_counts)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be a 1-D tensor or sequence of per-class counts, "
+                            f"got {_describe(class_counts)}") from exc
+    if counts.dtype == torch.bool or counts.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {counts.dtype}")
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of per-class counts, "
+                         f"got shape {tuple(counts.shape)}")
+    counts = counts.to(dtype=torch.float64, device=device)
+    if num_classes is not None and counts.numel() != num_classes:
+        raise ValueError(f"{name} must have one entry per class ({num_classes}), got {counts.numel()}")
+    check_finite(counts, name)
+    if bool((counts < 0).any()):
+        i = int((counts < 0).nonzero()[0])
+        raise ValueError(f"{name} must be non-negative, got {counts[i].item()} for class {i}")
+    if not allow_zero and bool((counts == 0).any()):
+        i = int((counts == 0).nonzero()[0])
+        raise ValueError(f"{name} must be positive (a class with no training samples has prior 0 and "
+                         f"log-prior -inf), got 0 for class {i}")
+    if bool(counts.sum() <= 0):
+        raise ValueError(f"{name} must not be all zero")
+    return counts
+
+
+def check_class_indices(target, num_classes: int, name: str = "target", *,
+                        ignore_index: Optional[int] = None) -> Tensor:
+    """Raise unless ``target`` holds integer class indices in ``[0, num_classes)`` (or ``ignore_index``)."""
+    check_tensor(target, name)
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices (int64), got dtype {target.dtype}")
+    t = target.detach()
+    valid = t if ignore_index is None else t[t != ignore_index]
+    if valid.numel() and (bool((valid < 0).any()) or bool((valid >= num_classes).any())):
+        bad = valid[(valid < 0) | (valid >= num_classes)][0].item()
+        extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+        raise ValueError(f"{name} must be class indices in [0, {num_classes - 1}]{extra}, got {bad}")
+    return target
+
+
+def check_weight(weight, loss_shape: torch.Size, name: str = "weight") -> Optional[Tensor]:
+    """Raise unless ``weight`` is None or a floating tensor broadcastable to ``loss_shape``."""
+    if weight is None:
+        return None
+    check_floating(weight, name)
+    try:
+        shape = torch.broadcast_shapes(weight.shape, loss_shape)
+    except RuntimeError:
+        shape = None
+    if shape != torch.Size(loss_shape):
+        raise ValueError(f"{name} must be broadcastable to the unreduced loss shape {tuple(loss_shape)}, "
+                         f"got shape {tuple(weight.shape)}")
+    return weight

@@ -1,0 +1,3 @@
+"""Functional forms of the boxes losses."""
+
+__all__: list = []

@@ -1,0 +1,3 @@
+"""Functional forms of the classification losses."""
+
+__all__: list = []

@@ -1,0 +1,5 @@
+"""contrastive losses."""
+
+from . import functional  # noqa: F401
+
+__all__: list = []

@@ -1,0 +1,3 @@
+"""Functional forms of the contrastive losses."""
+
+__all__: list = []

@@ -1,0 +1,5 @@
+"""ranking losses."""
+
+from . import functional  # noqa: F401
+
+__all__: list = []

@@ -1,0 +1,3 @@
+"""Functional forms of the ranking losses."""
+
+__all__: list = []

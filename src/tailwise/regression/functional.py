@@ -1,0 +1,3 @@
+"""Functional forms of the regression losses."""
+
+__all__: list = []

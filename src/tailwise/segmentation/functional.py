@@ -1,0 +1,3 @@
+"""Functional forms of the segmentation losses."""
+
+__all__: list = []
