@@ -178,11 +178,6 @@ def _train_eval(spec: Dict, data: Dict) -> Dict:
 def plan(args) -> List[Dict]:
     from ..registry import list_losses
 
-    losses = list(args.losses) if args.losses else list(DEFAULT_LOSSES)
-    known = set(list_losses())
-    unknown = [name for name in losses if name not in known]
-    if unknown:
-        raise BenchInputError(f"unknown loss {', '.join(unknown)}; `tailwise list` shows the registered names")
     seeds = list(args.seeds) if args.seeds else list(DEFAULT_SEEDS)
     data = getattr(args, "data", None)
     if data is not None:
@@ -196,6 +191,11 @@ def plan(args) -> List[Dict]:
         imbalance = args.imbalance_factor if args.imbalance_factor is not None else DEFAULT_IF
     if imbalance is not None and imbalance < 1:
         raise BenchInputError(f"--imbalance-factor must be >= 1, got {imbalance}")
+    losses = list(args.losses) if args.losses else list(DEFAULT_LOSSES)
+    known = set(list_losses())
+    unknown = [name for name in losses if name not in known]
+    if unknown:
+        raise BenchInputError(f"unknown loss {', '.join(unknown)}; `tailwise list` shows the registered names")
     base = {"task": "classification", "dataset": dataset, "imbalance_factor": imbalance,
             "profile": getattr(args, "profile", "exp"), "epochs": args.epochs or DEFAULT_EPOCHS,
             "test_per_class": getattr(args, "test_per_class", 50),
