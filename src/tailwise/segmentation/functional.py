@@ -1,3 +1,9 @@
 """Functional forms of the segmentation losses."""
 
-__all__: list = []
+from .dice import dice_loss
+from .dice_ce import dice_ce_loss
+from .neural_collapse import neural_collapse_loss, simplex_etf
+from .tversky import focal_tversky_loss, tversky_loss
+
+__all__ = ["dice_loss", "tversky_loss", "focal_tversky_loss", "dice_ce_loss", "neural_collapse_loss",
+           "simplex_etf"]

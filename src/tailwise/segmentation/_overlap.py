@@ -1,0 +1,215 @@
+"""Shared machinery of the overlap losses (Dice, Tversky, Focal Tversky).
+
+All three are functions of four per-image, per-class statistics::
+
+    tp = sum_l m_l p_l y_l        (soft true positives)
+    sp = sum_l m_l p_l            (predicted mass;  fp = sp - tp)
+    sy = sum_l m_l y_l            (target mass;     fn = sy - tp)
+    sq = sum_l m_l p_l^2          (only for the V-Net squared denominator)
+
+where ``m`` masks out ``ignore_index`` pixels. :func:`overlap_stats` returns them as ``(N, C)``
+tensors; the losses are then cheap closed forms on those small tensors.
+
+Speed: for the common case (multi-class softmax, integer targets) the statistics come from
+:class:`_IndexStats`, a custom autograd Function that never materialises a one-hot tensor:
+``tp`` is a gather of the target-class probability scattered into ``(N, C)``, ``sy`` is a
+per-image bincount, and the backward pass is derived by hand through the softmax so only the
+softmax output is kept for backward and one ``(N, C, L)`` buffer is written during it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .._validation import check_choice, check_class_indices, check_floating, check_tensor
+
+MODES = ("multiclass", "multilabel", "binary")
+
+
+class OverlapStats(NamedTuple):
+    tp: Tensor  # (N, C)
+    sp: Tensor  # (N, C)
+    sy: Tensor  # (N, C)
+    sq: Optional[Tensor]  # (N, C) or None
+    sy2: Optional[Tensor]  # sum of y^2 (= sy for hard targets) or None
+
+
+class _IndexStats(torch.autograd.Function):
+    """(tp, sp[, sq]) for integer targets, optionally through a softmax over dim 1.
+
+    Forward: ``p = softmax(x, 1)`` (or ``x`` itself), ``tp[n, c] = sum_{l: y=c} m p[n, c, l]``,
+    ``sp = sum_l m p``, ``sq = sum_l m p^2``.
+
+    Backward: with ``G[n,c,l] = m_l (g_sp[n,c] + 2 p g_sq[n,c] + [y_l = c] g_tp[n,c])`` the
+    gradient w.r.t. ``p`` is ``G``, and through the softmax ``p * (G - sum_c p G)``. Both are
+    computed in place in one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, mask: Optional[Tensor], softmax: bool, squared: bool):
+        p = torch.softmax(x, 1) if softmax else x
+        n, c, _ = p.shape
+        pt = p.gather(1, y.unsqueeze(1)).squeeze(1)  # (N, L) prob. of the target class
+        if mask is not None:
+            pt = pt * mask
+        tp = p.new_zeros(n, c).scatter_add_(1, y, pt)
+        if mask is None:
+            sp = p.sum(-1)
+            sq = (p * p).sum(-1) if squared else None
+        else:
+            mcol = mask.unsqueeze(-1)  # (N, L, 1): a batched mat-vec avoids a masked copy of p
+            sp = torch.bmm(p, mcol).squeeze(-1)
+            sq = torch.bmm(p * p, mcol).squeeze(-1) if squared else None
+        ctx.softmax, ctx.squared = softmax, squared
+        ctx.save_for_backward(p, y, mask)
+        ctx.mark_non_differentiable(y)
+        return (tp, sp, sq) if squared else (tp, sp)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_tp, g_sp, g_sq=None):
+        p, y, mask = ctx.saved_tensors
+        g = torch.empty_like(p)
+        g.copy_(g_sp.unsqueeze(-1).expand_as(p))
+        if ctx.squared and g_sq is not None:
+            g.addcmul_(p, 2.0 * g_sq.unsqueeze(-1))
+        g.scatter_add_(1, y.unsqueeze(1), g_tp.gather(1, y).unsqueeze(1))
+        if mask is not None:
+            g.mul_(mask.unsqueeze(1))
+        if ctx.softmax:
+            g.mul_(p)
+            g.addcmul_(p, g.sum(1, keepdim=True), value=-1.0)
+        return g, None, None, None, None
+
+
+def _flatten(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def check_seg_input(input, name: str = "input") -> Tensor:
+    check_floating(input, name)
+    if input.dim() < 2:
+        raise ValueError(f"{name} must be (N, C, *spatial) scores, got shape {tuple(input.shape)}")
+    return input
+
+
+def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_logits: bool = True,
+                  ignore_index: Optional[int] = -100, squared_pred: bool = False) -> OverlapStats:
+    """Validate ``input``/``target`` and return the per-image, per-class overlap statistics.
+
+    * ``multiclass``: ``input`` (N, C, *S) logits (softmax over C) or probabilities; ``target``
+      integer indices (N, *S) in [0, C) or ``ignore_index``, or one-hot / soft labels (N, C, *S).
+    * ``multilabel``: ``input`` (N, C, *S), sigmoid per channel; ``target`` (N, C, *S) in [0, 1].
+    * ``binary``: ``input`` (N, 1, *S), sigmoid; ``target`` indices (N, *S) in {0, 1} or (N, 1, *S).
+
+    For dense targets, elements equal to ``ignore_index`` are masked out (per channel).
+    """
+    check_choice(mode, "mode", MODES)
+    check_seg_input(input)
+    check_tensor(target, "target")
+    n, c = input.shape[:2]
+    spatial = tuple(input.shape[2:])
+    if mode == "binary" and c != 1:
+        raise ValueError(f"input must be (N, 1, *spatial) in binary mode, got shape {tuple(input.shape)}")
+
+    dense = target.shape == input.shape
+    if not dense:
+        if target.shape != (n,) + spatial:
+            raise ValueError(
+                f"target must be class indices of shape {(n,) + spatial} or one-hot of shape "
+                f"{tuple(input.shape)} (same as input), got {tuple(target.shape)}")
+        if mode == "multilabel":
+            raise ValueError(f"target must have the input's shape {tuple(input.shape)} in multilabel mode "
+                             f"(one multi-hot channel per class), got {tuple(target.shape)}")
+        check_class_indices(target, 2 if mode == "binary" else c, "target", ignore_index=ignore_index)
+    elif not target.is_floating_point():
+        if target.dtype == torch.bool:
+            target = target.to(input.dtype)
+        else:
+            raise TypeError(f"target of shape {tuple(target.shape)} (one-hot, same as input) must be a "
+                            f"floating or bool tensor, got dtype {target.dtype}; pass integer class "
+                            f"indices as (N, *spatial)")
+
+    x = _flatten(input)
+    if not dense:
+        t = target.reshape(n, -1)
+        mask = None
+        if ignore_index is not None:
+            keep = t != ignore_index
+            if not bool(keep.all()):
+                mask = keep.to(x.dtype)
+                t = torch.where(keep, t, torch.zeros_like(t))
+        t = t.long()
+        if mode == "multiclass":
+            tp_sp = _IndexStats.apply(x, t, mask, from_logits, squared_pred)
+            tp, sp = tp_sp[0], tp_sp[1]
+            sq = tp_sp[2] if squared_pred else None
+            ones = mask if mask is not None else x.new_ones(t.shape)
+            sy = x.new_zeros(n, c).scatter_add_(1, t, ones)
+            return OverlapStats(tp, sp, sy, sq, sy if squared_pred else None)
+        # binary with index targets: a single channel, no one-hot to avoid
+        y = t.to(x.dtype).unsqueeze(1)
+        m = None if mask is None else mask.unsqueeze(1)
+    else:
+        y = _flatten(target).to(x.dtype)
+        m = None
+        if ignore_index is not None:
+            keep = y != ignore_index
+            if not bool(keep.all()):
+                m = keep.to(x.dtype)
+                y = y * m
+        bad = (y < 0) | (y > 1)
+        if bool(bad.any()):
+            raise ValueError(f"target (one-hot / soft labels) must be in [0, 1] or equal ignore_index="
+                             f"{ignore_index}, got {y[bad][0].item()}")
+
+    if from_logits:
+        p = torch.softmax(x, 1) if mode == "multiclass" else torch.sigmoid(x)
+    else:
+        p = x
+    pm = p if m is None else p * m
+    tp = (pm * y).sum(-1)
+    sp = pm.sum(-1)
+    sy = (y if m is None else y * m).sum(-1)
+    sq = sy2 = None
+    if squared_pred:
+        sq = (pm * p).sum(-1)
+        sy2 = (y * y if m is None else y * y * m).sum(-1)
+    return OverlapStats(tp, sp, sy, sq, sy2)
+
+
+def reduce_classes(per_class: Tensor, class_weight: Optional[Tensor], include_background: bool,
+                   batch: bool) -> Tensor:
+    """Per-class losses (N, C) (or (C,) when ``batch``) -> per-image losses (N,) (or a 0-d tensor).
+
+    The class average is weighted: ``sum_c w_c l_c / sum_c w_c``.
+    """
+    c = per_class.shape[-1]
+    if class_weight is not None:
+        check_floating(class_weight, "class_weight", ndim=1)
+        if class_weight.numel() != c:
+            raise ValueError(f"class_weight must have one entry per class ({c}), got shape "
+                             f"{tuple(class_weight.shape)}")
+        if bool((class_weight < 0).any()) or not bool(class_weight.sum() > 0):
+            raise ValueError("class_weight must be non-negative with a positive sum")
+        w = class_weight.to(per_class.dtype)
+    else:
+        w = None
+    if not include_background:
+        if c < 2:
+            raise ValueError("include_background=False needs at least 2 classes (channel 0 is dropped)")
+        per_class = per_class[..., 1:]
+        w = None if w is None else w[1:]
+    if w is None:
+        return per_class.mean(-1)
+    return (per_class * w).sum(-1) / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def maybe_batch(stats: OverlapStats, batch: bool) -> OverlapStats:
+    if not batch:
+        return stats
+    return OverlapStats(*(None if s is None else s.sum(0) for s in stats))

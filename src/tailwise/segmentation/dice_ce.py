@@ -1,0 +1,116 @@
+"""Dice + cross-entropy, the combination most segmentation models are trained with."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._base import Loss
+from .._precision import float32_compute
+from .._reduction import reduce_loss
+from .._validation import check_nonnegative
+from ..registry import register_loss
+from .dice import dice_loss
+
+__all__ = ["dice_ce_loss", "DiceCELoss"]
+
+
+def _ce_per_image(input: Tensor, target: Tensor, mode: str, class_weight: Optional[Tensor],
+                  ignore_index: Optional[int]) -> tuple:
+    """Per-image (weighted) CE/BCE sums and normaliser, so ``mean`` can pool pixels over the batch."""
+    n, c = input.shape[:2]
+    x = input.reshape(n, c, -1)
+    if target.shape == input.shape:  # one-hot / soft / multi-hot labels
+        y = target.reshape(n, c, -1).to(x.dtype)
+        keep = torch.ones_like(y) if ignore_index is None else (y != ignore_index).to(x.dtype)
+        y = y * keep
+        if mode == "multiclass":
+            w = 1.0 if class_weight is None else class_weight.to(x.dtype).view(1, c, 1)
+            per_el = -(w * y * torch.log_softmax(x, 1)).sum(1)  # (N, L)
+            keep_px = keep.amin(1)  # a pixel counts when no channel is ignored
+            norm_el = (w * y).sum(1) if class_weight is not None else torch.ones_like(per_el)
+            return (per_el * keep_px).sum(-1), (norm_el * keep_px).sum(-1)
+        per_el = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        if class_weight is not None:
+            per_el = per_el * class_weight.to(x.dtype).view(1, c, 1)
+        return (per_el * keep).sum((1, 2)), keep.sum((1, 2))
+    t = target.reshape(n, -1)
+    keep = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
+    t_safe = torch.where(keep, t, torch.zeros_like(t)).long()
+    kf = keep.to(x.dtype)
+    if mode == "binary":
+        per_el = F.binary_cross_entropy_with_logits(x[:, 0], t_safe.to(x.dtype), reduction="none")
+        return (per_el * kf).sum(-1), kf.sum(-1)
+    logp_t = torch.log_softmax(x, 1).gather(1, t_safe.unsqueeze(1)).squeeze(1)
+    w = kf if class_weight is None else kf * class_weight.to(x.dtype)[t_safe]
+    return -(w * logp_t).sum(-1), w.sum(-1)
+
+
+@float32_compute
+def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lambda_ce: float = 1.0,
+                 mode: str = "multiclass", smooth: float = 1e-5, squared_pred: bool = False,
+                 class_weight: Optional[Tensor] = None, ignore_index: Optional[int] = -100,
+                 include_background: bool = True, batch: bool = False, weight: Optional[Tensor] = None,
+                 reduction: str = "mean") -> Tensor:
+    r"""``lambda_dice * dice + lambda_ce * CE``, from logits.
+
+    The Dice term is :func:`dice_loss` (same arguments). The CE term is softmax cross-entropy in
+    ``multiclass`` mode and per-channel binary cross-entropy (with logits) in ``multilabel`` /
+    ``binary`` mode, averaged over non-ignored pixels; ``class_weight`` weights it like
+    ``torch.nn.functional.cross_entropy(weight=...)`` (the ``mean`` divides by the summed
+    weights of the target pixels). With ``reduction="mean"`` the CE pools all valid pixels of
+    the batch (as ``F.cross_entropy`` does); ``"none"`` returns per-image losses ``(N,)``.
+    A batch whose pixels are all ignored gives a CE of 0, not NaN. Defaults
+    (``lambda_dice = lambda_ce = 1``) follow MONAI's ``DiceCELoss``.
+
+    Example:
+        >>> import torch
+        >>> from tailwise.functional import dice_ce_loss
+        >>> loss = dice_ce_loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)), lambda_dice=0.5)
+    """
+    lambda_dice = check_nonnegative(lambda_dice, "lambda_dice")
+    lambda_ce = check_nonnegative(lambda_ce, "lambda_ce")
+    dice = dice_loss(input, target, mode=mode, from_logits=True, smooth=smooth, squared_pred=squared_pred,
+                     class_weight=class_weight, ignore_index=ignore_index,
+                     include_background=include_background, batch=batch, reduction="none")
+    ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
+    if batch or (reduction == "mean" and weight is None):
+        # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
+        ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
+        return lambda_dice * (dice if batch else dice.mean()) + lambda_ce * ce
+    ce = ce_sum / ce_norm.clamp_min(1e-12)
+    return reduce_loss(lambda_dice * dice + lambda_ce * ce, reduction, weight)
+
+
+@register_loss("dice_ce")
+class DiceCELoss(Loss):
+    """Dice + cross-entropy module; see :func:`tailwise.functional.dice_ce_loss`.
+
+    Example:
+        >>> import torch, tailwise
+        >>> loss = tailwise.DiceCELoss(lambda_ce=0.5)(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)))
+    """
+
+    def __init__(self, *, lambda_dice: float = 1.0, lambda_ce: float = 1.0, mode: str = "multiclass",
+                 smooth: float = 1e-5, squared_pred: bool = False, class_weight: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.lambda_dice = check_nonnegative(lambda_dice, "lambda_dice")
+        self.lambda_ce = check_nonnegative(lambda_ce, "lambda_ce")
+        self.mode, self.smooth, self.squared_pred = mode, check_nonnegative(smooth, "smooth"), squared_pred
+        self.ignore_index, self.include_background, self.batch = ignore_index, include_background, batch
+        self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
+
+    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        return dice_ce_loss(input, target, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
+                            mode=self.mode, smooth=self.smooth, squared_pred=self.squared_pred,
+                            class_weight=self.class_weight, ignore_index=self.ignore_index,
+                            include_background=self.include_background, batch=self.batch, weight=weight,
+                            reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"lambda_dice={self.lambda_dice}, lambda_ce={self.lambda_ce}, mode={self.mode!r}, " + super().extra_repr()
