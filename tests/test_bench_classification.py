@@ -91,3 +91,49 @@ def test_csv_user_data_end_to_end(tmp_path):
     assert "| loss | many | medium | few | overall | balanced_acc |" in report
     assert "**Recommendation:**" in report
     assert (out / "classification_per_class.png").exists()
+
+
+def _fake_cifar10(root, per_class_train=12, per_class_test=3, seed=0):
+    """A tiny file-format-faithful CIFAR-10 python release (class c has brightness ~ c)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(n_per_class):
+        labels = np.repeat(np.arange(10), n_per_class)
+        data = (labels[:, None] * 25 + rng.integers(0, 10, (labels.size, 3072))).astype(np.uint8)
+        return {"data": data, "labels": labels.tolist()}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(per_class_train // 5 + 1), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(per_class_test), f)
+
+
+def test_cifar10_lt_from_local_copy(tmp_path):
+    pytest.importorskip("tailwise.data")
+    _fake_cifar10(tmp_path / "cifar")
+    out = tmp_path / "out"
+    code = main(["bench", "classification", "--dataset", "cifar10-lt", "--data-dir", str(tmp_path / "cifar"),
+                 "--imbalance-factor", "5", "--losses", "cross_entropy", "--seeds", "1", "--epochs", "1",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["dataset"] == "cifar10-lt" and record["imbalance_factor"] == 5
+    assert record["class_counts"][0] == 15 and record["class_counts"][-1] == 3
+    assert sum(1 for _ in record["per_class_acc"]) == 10
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar10-lt"], "needs --data-dir pointing at a local CIFAR python release"),
+    (["--dataset", "cifar100-lt", "--data-dir", "."], "no local CIFAR copy under ."),
+    (["--dataset", "fashion-mnist-lt", "--data-dir", "."], "the IDX files"),
+])
+def test_missing_image_dataset_is_a_clear_error(argv, message, capsys, tmp_path):
+    code = main(["bench", "classification", *argv, "--out", str(tmp_path), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "never downloads" in err

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._vision import IMAGE_DATASETS, SmallResNet, load_image_dataset
 from .task import BenchInputError, BenchTask
 
 __all__ = ["TASK", "DEFAULT_LOSSES", "build_classification_loss"]
@@ -33,10 +34,18 @@ METRICS = ("many", "medium", "few", "overall", "balanced_acc")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_EPOCHS = 40
 DEFAULT_IF = 50.0
+DEFAULT_IF_IMAGES = 100.0  # the CIFAR-LT protocol's usual setting
+DEFAULT_EPOCHS_IMAGES = 10  # CPU-sized; the paper protocol trains 200 epochs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("classification")
+    group.add_argument("--dataset", default="digits", choices=("digits",) + IMAGE_DATASETS,
+                       help="built-in data: digits (default, bundled with scikit-learn) or a local image "
+                            "dataset made long-tailed (cifar10-lt, cifar100-lt need --data-dir; "
+                            "fashion-mnist-lt uses Debian's dataset-fashion-mnist or --data-dir)")
+    group.add_argument("--data-dir", default=None,
+                       help="folder with a local CIFAR python release or Fashion-MNIST IDX files")
     group.add_argument("--label-column", default="label",
                        help="CSV column holding the class label for --data (default: label)")
     group.add_argument("--test-per-class", type=int, default=50,
@@ -75,6 +84,8 @@ def _split(spec: Dict, args) -> Dict[str, torch.Tensor]:
             pool_idx.append(idx[per_class:])
         test_idx, pool_idx = np.concatenate(test_idx), np.concatenate(pool_idx)
         imbalance = spec["imbalance_factor"]
+    elif spec["dataset"] in IMAGE_DATASETS:
+        return _split_images(spec)
     else:
         from ._data import load_user_data
 
@@ -105,6 +116,33 @@ def _split(spec: Dict, args) -> Dict[str, torch.Tensor]:
     return {"x_train": as_t(X[train_idx]), "y_train": torch.as_tensor(y[train_idx]),
             "x_test": as_t(X[test_idx]), "y_test": torch.as_tensor(y[test_idx]),
             "counts": torch.as_tensor(counts), "num_classes": num_classes}
+
+
+def _split_images(spec: Dict) -> Dict[str, torch.Tensor]:
+    from ..data import long_tailed_indices
+
+    xtr, ytr, xte, yte = load_image_dataset(spec["dataset"], spec["data_dir"])
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    sub = long_tailed_indices(torch.as_tensor(ytr), spec["imbalance_factor"], profile=spec["profile"],
+                              seed=spec["seed"]).numpy()
+    xtr, ytr = xtr[sub], ytr[sub]
+    x_train = torch.as_tensor(xtr, dtype=torch.float32) / 255.0
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True) + 1e-6
+    x_test = (torch.as_tensor(xte, dtype=torch.float32) / 255.0 - mean) / std
+    return {"x_train": (x_train - mean) / std, "y_train": torch.as_tensor(ytr), "x_test": x_test,
+            "y_test": torch.as_tensor(yte), "counts": torch.as_tensor(np.bincount(ytr, minlength=num_classes)),
+            "num_classes": num_classes}
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip + 4-pixel pad-and-crop (the CIFAR-LT recipe's augmentation)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2,), generator=gen).tolist()
+    return padded[:, :, dy:dy + h, dx:dx + w]
 
 
 # ------------------------------------------------------------------ losses
@@ -143,12 +181,16 @@ def _train_eval(spec: Dict, data: Dict) -> Dict:
     torch.manual_seed(spec["seed"])
     gen = torch.Generator().manual_seed(spec["seed"])
     C = data["num_classes"]
-    model = _MLP(data["x_train"].shape[1], C)
+    images = data["x_train"].dim() == 4
+    model = SmallResNet(data["x_train"].shape[1], C) if images else _MLP(data["x_train"].shape[1], C)
     loss_fn = build_classification_loss(spec["loss"], data["counts"], C)
     params = list(model.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
+    if images:
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+    else:
+        opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-4)
     n = data["x_train"].shape[0]
-    batch = 64
+    batch = 128 if images else 64
     steps_per_epoch = max(1, math.ceil(n / batch))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec["epochs"] * steps_per_epoch)
     model.train()
@@ -157,7 +199,10 @@ def _train_eval(spec: Dict, data: Dict) -> Dict:
         perm = torch.randperm(n, generator=gen)
         for i in range(steps_per_epoch):
             idx = perm[i * batch:(i + 1) * batch]
-            loss = loss_fn(model(data["x_train"][idx]), data["y_train"][idx])
+            x = data["x_train"][idx]
+            if images:
+                x = _augment(x, gen)
+            loss = loss_fn(model(x), data["y_train"][idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,7 +210,8 @@ def _train_eval(spec: Dict, data: Dict) -> Dict:
     model.eval()
     loss_fn.eval()
     with torch.no_grad():
-        pred = _scores(loss_fn, model(data["x_test"])).argmax(1)
+        logits = torch.cat([model(chunk) for chunk in data["x_test"].split(1000)])
+        pred = _scores(loss_fn, logits).argmax(1)
     y, counts = data["y_test"], data["counts"]
     shots = shot_accuracy(pred, y, counts, many=spec["many_threshold"], few=spec["few_threshold"])
     return {"many": shots["many"], "medium": shots["medium"], "few": shots["few"],
@@ -186,6 +232,10 @@ def plan(args) -> List[Dict]:
         load_user_data(data, getattr(args, "label_column", "label"))  # fail fast, before any run
         dataset = str(Path(data).resolve())
         imbalance = args.imbalance_factor
+    elif getattr(args, "dataset", "digits") in IMAGE_DATASETS:
+        dataset = args.dataset
+        load_image_dataset(dataset, getattr(args, "data_dir", None), read=False)  # fail fast with a clear message
+        imbalance = args.imbalance_factor if args.imbalance_factor is not None else DEFAULT_IF_IMAGES
     else:
         dataset = "digits"
         imbalance = args.imbalance_factor if args.imbalance_factor is not None else DEFAULT_IF
@@ -197,7 +247,9 @@ def plan(args) -> List[Dict]:
     if unknown:
         raise BenchInputError(f"unknown loss {', '.join(unknown)}; `tailwise list` shows the registered names")
     base = {"task": "classification", "dataset": dataset, "imbalance_factor": imbalance,
-            "profile": getattr(args, "profile", "exp"), "epochs": args.epochs or DEFAULT_EPOCHS,
+            "profile": getattr(args, "profile", "exp"),
+            "epochs": args.epochs or (DEFAULT_EPOCHS_IMAGES if dataset in IMAGE_DATASETS else DEFAULT_EPOCHS),
+            "data_dir": str(Path(args.data_dir).resolve()) if getattr(args, "data_dir", None) else None,
             "test_per_class": getattr(args, "test_per_class", 50),
             "label_column": getattr(args, "label_column", "label"),
             "many_threshold": getattr(args, "many_threshold", 100),
