@@ -19,6 +19,7 @@ softmax output is kept for backward and one ``(N, C, L)`` buffer is written duri
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -87,7 +88,8 @@ class _IndexStats(torch.autograd.Function):
 
 
 def _flatten(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    # explicit length: reshape(..., -1) is ambiguous for an empty batch
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
 
 
 def check_seg_input(input, name: str = "input") -> Tensor:
@@ -136,7 +138,7 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
 
     x = _flatten(input)
     if not dense:
-        t = target.reshape(n, -1)
+        t = target.reshape(n, math.prod(spatial))
         mask = None
         if ignore_index is not None:
             keep = t != ignore_index

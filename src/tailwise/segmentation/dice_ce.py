@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -22,9 +23,10 @@ def _ce_per_image(input: Tensor, target: Tensor, mode: str, class_weight: Option
                   ignore_index: Optional[int]) -> tuple:
     """Per-image (weighted) CE/BCE sums and normaliser, so ``mean`` can pool pixels over the batch."""
     n, c = input.shape[:2]
-    x = input.reshape(n, c, -1)
+    length = math.prod(input.shape[2:])
+    x = input.reshape(n, c, length)
     if target.shape == input.shape:  # one-hot / soft / multi-hot labels
-        y = target.reshape(n, c, -1).to(x.dtype)
+        y = target.reshape(n, c, length).to(x.dtype)
         keep = torch.ones_like(y) if ignore_index is None else (y != ignore_index).to(x.dtype)
         y = y * keep
         if mode == "multiclass":
@@ -37,7 +39,7 @@ def _ce_per_image(input: Tensor, target: Tensor, mode: str, class_weight: Option
         if class_weight is not None:
             per_el = per_el * class_weight.to(x.dtype).view(1, c, 1)
         return (per_el * keep).sum((1, 2)), keep.sum((1, 2))
-    t = target.reshape(n, -1)
+    t = target.reshape(n, length)
     keep = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
     t_safe = torch.where(keep, t, torch.zeros_like(t)).long()
     kf = keep.to(x.dtype)
@@ -80,7 +82,7 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
     if batch or (reduction == "mean" and weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
-        return lambda_dice * (dice if batch else dice.mean()) + lambda_ce * ce
+        return lambda_dice * (dice if batch else reduce_loss(dice, "mean")) + lambda_ce * ce
     ce = ce_sum / ce_norm.clamp_min(1e-12)
     return reduce_loss(lambda_dice * dice + lambda_ce * ce, reduction, weight)
 

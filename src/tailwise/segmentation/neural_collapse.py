@@ -53,7 +53,7 @@ def simplex_etf(num_classes: int, dim: int, seed: int = 0, *, dtype: torch.dtype
 
 def _class_sums(features: Tensor, target: Tensor, num_classes: int, ignore_index: Optional[int]):
     n, d = features.shape[:2]
-    f = features.reshape(n, d, -1).transpose(1, 2).reshape(-1, d)  # (N*L, D)
+    f = features.reshape(n, d, math.prod(features.shape[2:])).transpose(1, 2).reshape(-1, d)  # (N*L, D)
     t = target.reshape(-1)
     if ignore_index is not None:
         keep = t != ignore_index
