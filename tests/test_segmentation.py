@@ -436,3 +436,17 @@ def test_property_sweep(n, c, h, w, alpha, beta, batch, seed, ignore):
     ft = focal_tversky_loss(x, t, alpha=alpha, beta=beta, batch=batch)
     ft.backward()
     assert math.isfinite(ft.item()) and torch.isfinite(x.grad).all()
+
+
+def test_matches_monai_when_installed():
+    monai_losses = pytest.importorskip("monai.losses")
+    x = torch.randn(2, 4, 6, 5, 3)
+    t = torch.randint(0, 4, (2, 6, 5, 3))
+    for batch in (False, True):
+        ref = monai_losses.DiceLoss(softmax=True, to_onehot_y=True, batch=batch)(x, t.unsqueeze(1))
+        torch.testing.assert_close(dice_loss(x, t, batch=batch), ref)
+    ref = monai_losses.DiceLoss(softmax=True, to_onehot_y=True, squared_pred=True, include_background=False)(
+        x, t.unsqueeze(1))
+    torch.testing.assert_close(dice_loss(x, t, squared_pred=True, include_background=False), ref)
+    ref = monai_losses.TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3, beta=0.7)(x, t.unsqueeze(1))
+    torch.testing.assert_close(tversky_loss(x, t, smooth=1e-5), ref)
