@@ -23,7 +23,10 @@ def as_label_tensor(labels, name: str = "labels", *, allow_empty: bool = True) -
         t = labels.detach()
     else:
         try:
-            t = torch.as_tensor(np.asarray(labels))
+            arr = np.asarray(labels)
+            if arr.size == 0 and arr.dtype == np.float64:
+                arr = arr.astype(np.int64)  # np.asarray([]) is float64; an empty list is no label error
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{name} must be a 1-D tensor or sequence of integer class labels, "
                             f"got {type(labels).__name__}") from exc

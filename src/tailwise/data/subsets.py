@@ -53,7 +53,7 @@ def long_tailed_counts(num_classes: int, max_per_class: int, imbalance_factor: f
     ``exp``: ``int(n_max * (1 / IF) ** (r / (C - 1)))`` (one class gets ``n_max``).
     ``step``: the first ``C // 2`` ranks keep ``n_max``, the other ``C - C // 2`` keep
     ``int(n_max / IF)``. (The official code appends ``C // 2`` tail entries, which drops the last
-    class when ``C`` is odd; here every class gets a count.)
+    class when ``C`` is odd; here every class gets a count, and a single class is the head.)
 
     Example:
         >>> long_tailed_counts(10, 5000, 100)  # CIFAR-10-LT, IF = 100
@@ -72,7 +72,7 @@ def long_tailed_counts(num_classes: int, max_per_class: int, imbalance_factor: f
         if num_classes == 1:
             return [n_max]
         return [int(n_max * (ratio ** (r / (num_classes - 1.0)))) for r in range(num_classes)]
-    head = num_classes // 2
+    head = max(1, num_classes // 2)
     return [n_max] * head + [int(n_max * ratio)] * (num_classes - head)
 
 
