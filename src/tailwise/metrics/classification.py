@@ -190,6 +190,9 @@ def shot_accuracy(pred, target, class_counts, many: float = 100, few: float = 20
     check_tensor(pred, "pred", ndim=(1, 2))
     counts = check_class_counts(class_counts, allow_zero=True)
     num_classes = counts.numel()
+    if pred.dim() == 2 and pred.shape[1] != num_classes:
+        raise ValueError(f"class_counts must have one entry per class ({pred.shape[1]} columns of pred), "
+                         f"got {num_classes}")
     labels, target, num_classes = _pred_target(pred, target, num_classes)
     total = torch.bincount(target, minlength=num_classes)
     correct = torch.bincount(target[labels == target], minlength=num_classes)
