@@ -1,5 +1,22 @@
-"""boxes losses."""
+"""Bounding-box regression losses: IoU, GIoU, DIoU, CIoU, EIoU, Focal-EIoU, CDIoU.
+
+All share one geometry kernel (:mod:`._geometry`), accept ``xyxy`` (default), ``xywh`` and
+``cxcywh`` boxes, validate inputs, and compute in float32 under half-precision autocast.
+GIoU/DIoU/CIoU run through a fused kernel with a hand-derived backward (:mod:`._fused`).
+See docs/boxes.md.
+"""
 
 from . import functional  # noqa: F401
+from ._fused import get_box_backend, set_box_backend
+from ._geometry import box_convert
+from .cdiou import CDIoULoss
+from .ciou import CIoULoss
+from .diou import DIoULoss
+from .eiou import EIoULoss, FocalEIoULoss
+from .giou import GIoULoss
+from .iou import IoULoss
+from .pairwise import box_iou, distance_box_iou, generalized_box_iou
 
-__all__: list = []
+__all__ = ["IoULoss", "GIoULoss", "DIoULoss", "CIoULoss", "EIoULoss", "FocalEIoULoss", "CDIoULoss",
+           "box_iou", "generalized_box_iou", "distance_box_iou", "box_convert", "set_box_backend",
+           "get_box_backend"]

@@ -1,3 +1,12 @@
-"""Functional forms of the boxes losses."""
+"""Functional forms of the box-regression losses and the pairwise IoU matrices."""
 
-__all__: list = []
+from .cdiou import cdiou_loss
+from .ciou import ciou_loss
+from .diou import diou_loss
+from .eiou import eiou_loss, focal_eiou_loss
+from .giou import giou_loss
+from .iou import iou_loss
+from .pairwise import box_iou, distance_box_iou, generalized_box_iou
+
+__all__ = ["iou_loss", "giou_loss", "diou_loss", "ciou_loss", "eiou_loss", "focal_eiou_loss",
+           "cdiou_loss", "box_iou", "generalized_box_iou", "distance_box_iou"]
