@@ -185,7 +185,7 @@ def _train(spec: Dict) -> Dict:
     out = {"test_mse": float(err.mean()), "slope": slope, "intercept": intercept,
            "test_mse_rare": float(err[few].mean()), "train_loss": final_train}
     if sigma is not None:
-        out["noise_sigma"] = float(sigma)
+        out["noise_sigma"] = float(sigma.detach())
     if not math.isfinite(out["test_mse"]):
         out["test_mse"] = float("inf")
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
@@ -36,7 +36,7 @@ def l1_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(1.)
     """
     check_pair(input, target, pred_name="input")
-    return reduce_loss((input - target).abs(), reduction, weight)
+    return reduce_loss(F.l1_loss(input, target, reduction="none"), reduction, weight)
 
 
 @float32_compute
@@ -52,7 +52,7 @@ def mse_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(2.5000)
     """
     check_pair(input, target, pred_name="input")
-    return reduce_loss((input - target).square(), reduction, weight)
+    return reduce_loss(F.mse_loss(input, target, reduction="none"), reduction, weight)
 
 
 @float32_compute
@@ -75,9 +75,8 @@ def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, weight: 
     """
     check_pair(input, target, pred_name="input")
     beta = check_positive(beta, "beta")
-    d = (input - target).abs()
-    loss = torch.where(d < beta, 0.5 * d.square() / beta, d - 0.5 * beta)
-    return reduce_loss(loss, reduction, weight)
+    # torch's fused kernel (one pass forward and backward) for the element-wise part
+    return reduce_loss(F.smooth_l1_loss(input, target, beta=beta, reduction="none"), reduction, weight)
 
 
 @register_loss("l1")
