@@ -10,7 +10,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_positive
+from .._validation import check_positive, check_reduction
 from ..registry import register_loss
 from ._checks import check_pair
 
@@ -36,6 +36,8 @@ def l1_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(1.)
     """
     check_pair(input, target, pred_name="input")
+    if weight is None and reduction != "none" and input.numel():
+        return F.l1_loss(input, target, reduction=check_reduction(reduction))  # one fused kernel
     return reduce_loss(F.l1_loss(input, target, reduction="none"), reduction, weight)
 
 
@@ -52,6 +54,8 @@ def mse_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(2.5000)
     """
     check_pair(input, target, pred_name="input")
+    if weight is None and reduction != "none" and input.numel():
+        return F.mse_loss(input, target, reduction=check_reduction(reduction))  # one fused kernel
     return reduce_loss(F.mse_loss(input, target, reduction="none"), reduction, weight)
 
 
@@ -76,6 +80,8 @@ def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, weight: 
     check_pair(input, target, pred_name="input")
     beta = check_positive(beta, "beta")
     # torch's fused kernel (one pass forward and backward) for the element-wise part
+    if weight is None and reduction != "none" and input.numel():
+        return F.smooth_l1_loss(input, target, beta=beta, reduction=check_reduction(reduction))
     return reduce_loss(F.smooth_l1_loss(input, target, beta=beta, reduction="none"), reduction, weight)
 
 
