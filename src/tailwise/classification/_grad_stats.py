@@ -1,0 +1,97 @@
+"""Shared machinery of the gradient-driven Equalization Losses (EQLv2, Softmax-EQL, EFL).
+
+Each of these losses keeps, per class ``j``, the accumulated magnitude of the gradient that the
+loss sent to logit ``j`` from positive samples (``pos_grad``) and from negative samples
+(``neg_grad``). The statistics are module buffers (so they live in ``state_dict``), updated once
+per forward in training mode only, and summed over ranks with a single ``all_reduce`` so every
+rank holds the statistics of the global batch.
+
+Statistics are kept in *sum units*: the increment of a step is the gradient magnitude of the
+per-element loss (summed over samples, not divided by the batch size). The official EQLv2 code
+does the same; the official Softmax-EQL / EFL code reads the logits' gradient in a backward hook,
+i.e. divided by the loss normaliser (the batch size for classification). Ratios such as
+``pos_grad / neg_grad`` do not depend on that constant, and sum units make the statistics
+independent of the batch size and of the number of ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .._base import Loss
+from .._validation import check_class_indices, check_floating
+from ..distributed import all_reduce_sum
+
+__all__: list = []
+
+
+def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[int] = None,
+                        max_label: Optional[int] = None) -> Tuple[int, int]:
+    """Validate ``(N, C)`` logits and ``(N,)`` integer labels; return ``(N, C)``.
+
+    ``max_label`` is the largest admissible label (``C - 1`` unless a background label exists).
+    """
+    check_floating(input, "input")
+    if input.dim() != 2:
+        raise ValueError(f"input must be 2-D logits of shape (N, C), got shape {tuple(input.shape)}")
+    n, c = input.shape
+    if num_columns is not None and c != num_columns:
+        raise ValueError(f"input must have {num_columns} columns (N, {num_columns}), got shape "
+                         f"{tuple(input.shape)}")
+    if c == 0:
+        raise ValueError("input must have at least one class column, got shape (N, 0)")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor of class indices (N,), got {type(target).__name__}")
+    if target.dim() != 1 or target.shape[0] != n:
+        raise ValueError(f"target must be class indices of shape ({n},) matching input (N, C) = "
+                         f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
+    check_class_indices(target, (c if max_label is None else max_label + 1), "target")
+    return n, c
+
+
+def check_stats(pos_grad: Optional[Tensor], neg_grad: Optional[Tensor], num_classes: int) -> None:
+    """``pos_grad`` / ``neg_grad`` are both None (fresh) or both 1-D floating tensors of length C."""
+    if (pos_grad is None) != (neg_grad is None):
+        raise ValueError("pos_grad and neg_grad must be given together (or both None for fresh statistics)")
+    if pos_grad is None:
+        return
+    for name, t in (("pos_grad", pos_grad), ("neg_grad", neg_grad)):
+        check_floating(t, name)
+        if t.dim() != 1 or t.shape[0] != num_classes:
+            raise ValueError(f"{name} must be a 1-D tensor of per-class statistics ({num_classes},), "
+                             f"got shape {tuple(t.shape)}")
+
+
+class GradStatsLoss(Loss):
+    """Base of the modules holding ``pos_grad`` / ``neg_grad`` buffers (``num_classes`` entries)."""
+
+    def __init__(self, num_classes: int, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.register_buffer("pos_grad", torch.zeros(num_classes))
+        self.register_buffer("neg_grad", torch.zeros(num_classes))
+        # number of statistic updates so far (0 = fresh: the official EQLv2 uses weights 1 then)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _accumulate(self, pos_inc: Tensor, neg_inc: Tensor) -> None:
+        """Add this step's increments, summed over ranks with one collective."""
+        inc = all_reduce_sum(torch.stack([pos_inc, neg_inc]).to(self.pos_grad.dtype))
+        self.pos_grad.add_(inc[0])
+        self.neg_grad.add_(inc[1])
+        self.num_updates.add_(1)
+
+    @torch.no_grad()
+    def reset_statistics(self) -> None:
+        """Forget the accumulated gradients (back to the fresh state)."""
+        self.pos_grad.zero_()
+        self.neg_grad.zero_()
+        self.num_updates.zero_()
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}"
