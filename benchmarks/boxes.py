@@ -7,9 +7,10 @@ no_grad, as torchvision and the official code). tailwise runs its default call p
 includes the one-off ``torch.compile`` of the fused kernels (its latency is printed separately).
 
 Timing: forward + backward of the mean loss, median of ``--repeats`` runs (the machine is shared,
-so single timings are noisy). Peak memory: each measurement runs in a fresh subprocess and
-reports ``ru_maxrss`` growth over the process's state just before the timed call (resident set
-high-water mark, Linux kB), i.e. the extra RAM the forward+backward needed.
+so single timings are noisy). Peak memory: in a fresh subprocess per (loss, implementation) with
+``MALLOC_MMAP_THRESHOLD_=131072`` (large tensors go back to the OS when freed), after a warm-up,
+the peak-RSS mark is reset (``/proc/self/clear_refs``, Linux) and ``VmHWM - VmRSS`` of one
+forward+backward is reported: inputs excluded, the gradient and every intermediate included.
 
     python benchmarks/boxes.py                # N = 1,000,000, all three losses
     python benchmarks/boxes.py --n 100000 --losses giou --repeats 5
@@ -93,57 +94,64 @@ def _step(impl, kind, p, t):
     return loss
 
 
-def _worker(impl, kind, n, repeats, warmup):
-    """Runs in a subprocess: warm up, time, measure peak RSS growth of one step."""
-    import resource
-
+def _worker(kind, n, repeats, warmup):
+    """Runs in a subprocess: warm up both, then alternate eager / tailwise so both see the same load."""
     torch.manual_seed(0)
     p, t = make_boxes(n)
     p.requires_grad_(True)
-    t0 = time.perf_counter()
-    _step(impl, kind, p, t)
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        _step(impl, kind, p, t)
-    times = []
-    for _ in range(repeats):
+    out = {}
+    for impl in ("eager", "tailwise"):
         t0 = time.perf_counter()
         _step(impl, kind, p, t)
-        times.append(time.perf_counter() - t0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # ru_maxrss is a high-water mark: drop caches of the allocator's previous peaks is not possible,
-    # so measure on a fresh pair of inputs after freeing the timed ones
-    return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
-            "first_call_s": first, "rss_before_kb": before}
+        out[impl] = {"first_call_s": time.perf_counter() - t0, "times": []}
+        for _ in range(warmup):
+            _step(impl, kind, p, t)
+    for _ in range(repeats):
+        for impl in ("eager", "tailwise"):
+            t0 = time.perf_counter()
+            _step(impl, kind, p, t)
+            out[impl]["times"].append(time.perf_counter() - t0)
+    for impl in out:
+        ts = out[impl].pop("times")
+        out[impl].update(median_ms=statistics.median(ts) * 1e3, min_ms=min(ts) * 1e3)
+    return out
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _peak_worker(impl, kind, n):
-    """Fresh process: peak RSS growth (MiB) of a single forward+backward after one warm-up."""
+    """Fresh process: extra resident memory (MiB) one forward+backward needs, after a warm-up.
+
+    Linux only. The subprocess runs with ``MALLOC_MMAP_THRESHOLD_=131072`` so every large tensor
+    is mmapped and returned to the OS when freed (otherwise glibc keeps freed pages resident and
+    a second step would show no growth at all); the peak-RSS mark (VmHWM) is reset through
+    ``/proc/self/clear_refs`` after the warm-up, which also compiles tailwise's kernels.
+    Inputs are allocated before and not counted; the gradient and every intermediate are.
+    """
     import gc
-    import resource
 
     p, t = make_boxes(n)
     p.requires_grad_(True)
-    if impl == "tailwise":
-        _step(impl, kind, make_boxes(1024)[0].requires_grad_(True), make_boxes(1024)[1])
-        import tailwise.boxes._fused as fz
-        # compile cost is not a per-call memory cost: count the compiled kernels' memory use
-        # after their first call, which is what a training loop sees
-        _step(impl, kind, p, t)
-    gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # a high-water mark only grows, so reset it by measuring growth above the current RSS
-    with open("/proc/self/statm") as f:
-        rss_now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
     _step(impl, kind, p, t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_extra_mib": max(peak - max(base, rss_now), 0) / 1024.0,
-            "peak_over_rss_mib": (peak - rss_now) / 1024.0}
+    p.grad = None
+    gc.collect()
+    rss = _status_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    _step(impl, kind, p, t)
+    return {"peak_extra_mib": max(_status_kb("VmHWM") - rss, 0) / 1024.0}
 
 
 def _subprocess(args):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(args)],
-                         capture_output=True, text=True, check=False)
+                         capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -190,17 +198,15 @@ def main(argv=None):
           f"(float64, max abs diff): {check_fused_grad():.2e}")
     rows = []
     for kind in [k.strip() for k in args.losses.split(",") if k.strip()]:
-        res = {}
+        res = _subprocess({"mode": "time", "kind": kind, "n": args.n, "repeats": args.repeats,
+                           "warmup": args.warmup, "threads": args.threads})
         for impl in ("eager", "tailwise"):
-            res[impl] = _subprocess({"mode": "time", "impl": impl, "kind": kind, "n": args.n,
-                                     "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads})
             if not args.no_memory:
                 res[impl].update(_subprocess({"mode": "peak", "impl": impl, "kind": kind, "n": args.n,
                                               "threads": args.threads}))
         rows.append((kind, res))
-    header = (f"| loss | N | eager ms | tailwise ms | ratio | eager peak MiB | tailwise peak MiB | "
-              f"tailwise first call s |")
-    print(header)
+    print("| loss | N | eager ms | tailwise ms | ratio | eager peak MiB | tailwise peak MiB | "
+          "tailwise first call s (compile) |")
     print("|---|---|---|---|---|---|---|---|")
     for kind, res in rows:
         e, w = res["eager"], res["tailwise"]

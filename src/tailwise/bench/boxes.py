@@ -223,7 +223,7 @@ def _ordering(curves, stats, checkpoints) -> str:
             f"{claim}: {'reproduced' if ok else 'NOT reproduced'}" for claim, ok in checks) + "."
     text += (" Note: these runs use each loss's exact gradient. The authors' script hand-codes the DIoU/CIoU "
              "gradients with the enclosing-diagonal term's sign flipped for x/y (it shrinks the enclosing box "
-             "instead of growing it) and with width/height terms coupled, which is what makes DIoU/CIoU beat "
+             "instead of growing it) and with width/height terms coupled, a plausible reason why DIoU/CIoU beat "
              "GIoU in the paper's curves; with exact gradients the penalty rho^2/c^2 also rewards growing c, "
              "so DIoU can trail GIoU. Focal-EIoU's weight IoU^0.5 is 0 without overlap, so like IoU it cannot "
              "move non-overlapping anchors.")
