@@ -41,7 +41,13 @@ __all__ = ["TASK", "DEFAULT_LOSSES", "ALL_LOSSES"]
 
 ALL_LOSSES = ("mse", "reweight_l2", "gai", "bmc", "bni", "gai_learnable", "bmc_learnable", "bni_learnable",
               "l1", "balanced_l1")
-DEFAULT_LOSSES = ("mse", "reweight_l2", "gai", "bmc", "bni", "bmc_learnable")
+# The learnable-noise variants are opt-in (--losses bmc_learnable,...): in this shortened protocol
+# the model starts far from the data, and while predictions are wrong a larger sigma lowers the
+# BMC cross-entropy, so sigma climbs past the label spread (0.5) into the regime where BMC has no
+# minimum and the slope diverges (seen: sigma 1.5 -> 2.2, test MSE ~60 on "normal"). The official
+# 2000-epoch protocol with lr 1e-3 and a near-identity initial model takes sigma 1.5 -> 0.91
+# (test MSE 0.11) instead; use --epochs 2000 to reproduce that regime.
+DEFAULT_LOSSES = ("mse", "reweight_l2", "gai", "bmc", "bni")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_EPOCHS = 100
 SHAPES = ("normal", "exp")
