@@ -1,5 +1,16 @@
-"""contrastive losses."""
+"""Contrastive and representation losses: InfoNCE (+ MemoryQueue), SupCon, DCL/DCLW, PaCo, BCL, BYOL.
+
+All SupCon-style losses share one fused, row-chunked log-sum-exp (``_common.py``) and are exact
+under ``torch.distributed`` with ``gather_distributed=True``. See docs/contrastive.md.
+"""
 
 from . import functional  # noqa: F401
+from .bcl import BCLLoss
+from .byol import BYOLLoss
+from .dcl import DCLLoss, DCLWLoss
+from .info_nce import InfoNCELoss
+from .paco import PaCoLoss
+from .queue import MemoryQueue
+from .supcon import SupConLoss
 
-__all__: list = []
+__all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue"]

@@ -1,3 +1,10 @@
 """Functional forms of the contrastive losses."""
 
-__all__: list = []
+from .bcl import bcl_loss
+from .byol import byol_loss
+from .dcl import dcl_loss, dclw_loss
+from .info_nce import info_nce_loss
+from .paco import paco_loss
+from .supcon import supcon_loss
+
+__all__ = ["info_nce_loss", "supcon_loss", "dcl_loss", "dclw_loss", "paco_loss", "bcl_loss", "byol_loss"]

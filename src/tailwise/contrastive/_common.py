@@ -1,0 +1,205 @@
+"""Shared machinery of the contrastive family.
+
+* input checks (features, labels, the unit-norm policy),
+* :class:`_ChunkedLSE`, the fused row-chunked ``logsumexp`` over a contrast set that all
+  SupCon-style losses share (it never materialises the ``(M, L)`` similarity matrix; backward
+  recomputes each chunk),
+* :func:`positive_stats`, the sum and count of positive similarities computed from per-class
+  feature sums (``O((M + L) D)`` instead of a dense ``(M, L)`` mask),
+* :func:`gather`, the distributed all-gather with gradients.
+
+Unit-norm policy (every loss of the family): features must be L2-normalised along the last
+dimension, as every reference implementation assumes (the model normalises its projection
+head). With ``normalize=False`` (default) rows whose norm differs from 1 by more than
+``NORM_TOL`` raise ``ValueError``; ``normalize=True`` applies ``F.normalize`` inside the loss.
+Normalising silently would change the gradient of already-normalised inputs (the projection onto
+the tangent space), so it is opt-in.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .._validation import check_floating, check_tensor
+from ..distributed import all_gather_no_grad, all_gather_with_grad, is_dist_initialized
+
+NORM_TOL = 1e-2
+# about 16 MiB of float32 per chunk of the (rows x contrast) similarity block
+CHUNK_ELEMENTS = 1 << 22
+
+
+def check_features(features: Tensor, name: str = "features", *, ndim=(2, 3),
+                   normalize: bool = False) -> Tensor:
+    """Validate a floating feature tensor and apply the unit-norm policy."""
+    check_floating(features, name, ndim=ndim)
+    if features.shape[-1] == 0:
+        raise ValueError(f"{name} must have a non-empty feature dimension D, got shape {tuple(features.shape)}")
+    if normalize:
+        return F.normalize(features, dim=-1)
+    if features.numel():
+        norms = features.detach().norm(dim=-1)
+        bad = (norms - 1).abs() > NORM_TOL
+        if bool(bad.any()) or not bool(torch.isfinite(norms).all()):
+            raise ValueError(
+                f"{name} must be L2-normalised along the last dimension (|norm - 1| <= {NORM_TOL}), got "
+                f"norms in [{norms.min().item():.4g}, {norms.max().item():.4g}]; normalise them "
+                f"(torch.nn.functional.normalize(x, dim=-1)) or pass normalize=True")
+    return features
+
+
+def check_labels(labels, n: int, name: str = "labels", what: str = "features") -> Tensor:
+    """Integer labels of shape ``(n,)``."""
+    check_tensor(labels, name)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels (int64), got dtype {labels.dtype}")
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) (one label per row of {what}), "
+                         f"got shape {tuple(labels.shape)}")
+    return labels.long()
+
+
+def as_views(features: Tensor, name: str = "features") -> Tensor:
+    """``(N, D)`` -> ``(N, 1, D)``; ``(N, V, D)`` unchanged."""
+    return features.unsqueeze(1) if features.dim() == 2 else features
+
+
+def gather(x: Tensor, labels: Optional[Tensor], enabled: bool):
+    """All-gather features (with gradients) and labels; return (x_all, labels_all, offset)."""
+    if not enabled or not is_dist_initialized():
+        return x, labels, 0
+    x_all, offset = all_gather_with_grad(x, return_offset=True)
+    labels_all = None if labels is None else all_gather_no_grad(labels)
+    return x_all, labels_all, offset
+
+
+def flatten_views(x: Tensor) -> Tensor:
+    """``(N, V, D)`` -> ``(V * N, D)`` view-major, as ``torch.cat(torch.unbind(x, 1))`` in SupContrast."""
+    return x.transpose(0, 1).reshape(-1, x.shape[-1])
+
+
+def _chunk_rows(m: int, l: int, chunk_size: Optional[int]) -> int:
+    if chunk_size is not None:
+        return max(1, int(chunk_size))
+    return max(1, min(m, CHUNK_ELEMENTS // max(l, 1)))
+
+
+def _block(a: Tensor, c: Tensor, scale: float, col_bias: Optional[Tensor], self_idx: Optional[Tensor],
+           a_lab: Optional[Tensor], c_lab: Optional[Tensor], same_bias: Optional[Tensor]) -> Tensor:
+    logits = torch.mm(a, c.t())
+    logits.mul_(scale)
+    if col_bias is not None:
+        logits.add_(col_bias)
+    if same_bias is not None:
+        same = a_lab[:, None] == c_lab[None, :]
+        logits = torch.where(same, logits + same_bias, logits)
+    if self_idx is not None:
+        idx = self_idx if self_idx.dim() == 2 else self_idx[:, None]
+        rows, k = torch.nonzero(idx >= 0, as_tuple=True)
+        logits[rows, idx[rows, k]] = float("-inf")
+    return logits
+
+
+class _ChunkedLSE(torch.autograd.Function):
+    """``lse_i = log sum_j exp(scale * a_i . c_j + b_j (+ s_j if same class)) `` over j != self(i).
+
+    Rows are processed ``chunk`` at a time; backward recomputes each block, so peak memory is one
+    ``(chunk, L)`` block instead of the full similarity matrix and its autograd copies.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, contrast, scale, col_bias, self_idx, a_lab, c_lab, same_bias, chunk):
+        m = anchors.shape[0]
+        out = anchors.new_empty(m)
+        with torch.no_grad():
+            for s in range(0, m, chunk):
+                e = min(m, s + chunk)
+                blk = _block(anchors[s:e], contrast, scale, col_bias,
+                             None if self_idx is None else self_idx[s:e],
+                             None if a_lab is None else a_lab[s:e], c_lab, same_bias)
+                out[s:e] = torch.logsumexp(blk, dim=1)
+        ctx.save_for_backward(anchors, contrast, out, col_bias, self_idx, a_lab, c_lab, same_bias)
+        ctx.scale = scale
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        anchors, contrast, out, col_bias, self_idx, a_lab, c_lab, same_bias = ctx.saved_tensors
+        scale, chunk = ctx.scale, ctx.chunk
+        need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ga = torch.empty_like(anchors) if need_a else None
+        gc = torch.zeros_like(contrast) if need_c else None
+        m = anchors.shape[0]
+        # rows whose contrast set is empty (lse = -inf) get no gradient, not inf - inf = NaN
+        finite = torch.isfinite(out)
+        out = torch.where(finite, out, torch.zeros_like(out))
+        grad_out = torch.where(finite, grad_out, torch.zeros_like(grad_out))
+        for s in range(0, m, chunk):
+            e = min(m, s + chunk)
+            blk = _block(anchors[s:e], contrast, scale, col_bias,
+                         None if self_idx is None else self_idx[s:e],
+                         None if a_lab is None else a_lab[s:e], c_lab, same_bias)
+            # softmax weights times the incoming gradient, in place: d lse / d logits = softmax
+            blk.sub_(out[s:e, None]).exp_().mul_(grad_out[s:e, None] * scale)
+            if need_a:
+                ga[s:e] = blk @ contrast
+            if need_c:
+                gc.addmm_(blk.t(), anchors[s:e])
+        return ga, gc, None, None, None, None, None, None, None
+
+
+def chunked_lse(anchors: Tensor, contrast: Tensor, scale: float, *, col_bias: Optional[Tensor] = None,
+                self_idx: Optional[Tensor] = None, a_lab: Optional[Tensor] = None,
+                c_lab: Optional[Tensor] = None, same_bias: Optional[Tensor] = None,
+                chunk_size: Optional[int] = None) -> Tensor:
+    """Row-wise logsumexp over the contrast set (see :class:`_ChunkedLSE`). Empty set -> ``-inf``."""
+    m, l = anchors.shape[0], contrast.shape[0]
+    if m == 0:
+        return anchors.sum(-1)
+    if l == 0:
+        return anchors.sum(-1) * 0 + contrast.sum() * 0 + float("-inf")
+    chunk = _chunk_rows(m, l, chunk_size)
+    contrast = contrast.to(anchors.dtype)
+    return _ChunkedLSE.apply(anchors, contrast, float(scale), col_bias, self_idx, a_lab, c_lab, same_bias, chunk)
+
+
+def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tensor, *,
+                   self_idx: Optional[Tensor] = None, pos_weight: Optional[Tensor] = None
+                   ) -> Tuple[Tensor, Tensor]:
+    """Weighted sum of ``a_i . c_p`` over positives ``p`` (same label, ``p != self(i)``) and their weight.
+
+    Uses per-class sums ``S_c = sum_{j: y_j = c} w_j c_j`` so that
+    ``sum_p w_p a_i . c_p = a_i . (S_{y_i} - w_self c_self)``: linear in N, no dense mask.
+    Returns ``(dot_sum (M,), weight_sum (M,))``.
+    """
+    w = contrast.new_ones(contrast.shape[0]) if pos_weight is None else pos_weight.to(contrast.dtype)
+    uniq, inv = torch.unique(torch.cat([a_lab, c_lab]), return_inverse=True)
+    a_cls, c_cls = inv[:a_lab.shape[0]], inv[a_lab.shape[0]:]
+    k = uniq.shape[0]
+    sums = contrast.new_zeros(k, contrast.shape[1]).index_add(0, c_cls, contrast * w[:, None])
+    counts = w.new_zeros(k).index_add(0, c_cls, w)
+    pos_vec = sums[a_cls]
+    cnt = counts[a_cls]
+    if self_idx is not None:
+        valid = self_idx >= 0
+        idx = self_idx.clamp_min(0)
+        w_self = torch.where(valid, w[idx], torch.zeros_like(cnt))
+        pos_vec = pos_vec - contrast[idx] * w_self[:, None]
+        cnt = cnt - w_self
+    dot = (anchors * pos_vec).sum(-1)
+    return dot, cnt
+
+
+def supcon_from_parts(lse: Tensor, pos_dot: Tensor, pos_cnt: Tensor, scale: float) -> Tensor:
+    """``lse - scale * pos_dot / pos_cnt`` with anchors without positives set to 0 (no NaN)."""
+    has = pos_cnt > 1e-12
+    mean_pos = scale * pos_dot / torch.where(has, pos_cnt, torch.ones_like(pos_cnt))
+    # where() keeps gradient 0 (not NaN) on the masked rows: both branches are finite there
+    safe_lse = torch.where(has, lse, torch.zeros_like(lse))
+    return torch.where(has, safe_lse - mean_pos, torch.zeros_like(lse))

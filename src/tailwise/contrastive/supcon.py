@@ -1,0 +1,151 @@
+"""Supervised contrastive loss (SupCon), fused and row-chunked."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._base import Loss
+from .._precision import float32_compute
+from .._reduction import reduce_loss
+from .._validation import check_choice, check_positive, check_tensor
+from ..registry import register_loss
+from ._common import (as_views, check_features, check_labels, chunked_lse, flatten_views, gather,
+                      positive_stats, supcon_from_parts)
+
+__all__ = ["supcon_loss", "SupConLoss"]
+
+
+def _anchor_layout(local: Tensor, n_all: int, offset: int, contrast_mode: str):
+    """Anchors (view-major) and the index of each anchor in the gathered, view-major contrast set."""
+    n, v, _ = local.shape
+    base = torch.arange(n, device=local.device) + offset
+    if contrast_mode == "one":
+        return local[:, 0], base, 1
+    anchors = flatten_views(local)
+    self_idx = torch.cat([base + k * n_all for k in range(v)])
+    return anchors, self_idx, v
+
+
+@float32_compute
+def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None, *,
+                temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
+                normalize: bool = False, gather_distributed: bool = False, weight: Optional[Tensor] = None,
+                reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
+    r"""Supervised contrastive loss, Khosla et al. NeurIPS 2020 (arXiv 2004.11362).
+
+    For every anchor :math:`i` (all ``V * N`` views with ``contrast_mode="all"``, view 0 with
+    ``"one"``) against the contrast set of all ``V * N`` views :math:`A(i)` minus itself:
+
+    .. math::
+        \ell_i = -\frac{\tau}{\tau_b}\,\frac{1}{|P(i)|}\sum_{p \in P(i)}
+        \log\frac{\exp(z_i \cdot z_p/\tau)}{\sum_{a \in A(i)} \exp(z_i \cdot z_a/\tau)}
+
+    with :math:`P(i)` the other views of samples of the same label (or ``mask[i, j] > 0``
+    weighted by ``mask[i, j]``). Same semantics as ``SupConLoss`` in github HobbitLong/SupContrast
+    ``losses.py``: ``labels=None, mask=None`` is SimCLR's NT-Xent (positives are the other views of
+    the same sample), the factor :math:`\tau / \tau_b` (``temperature / base_temperature``),
+    an anchor without positives contributes 0 (their "edge case" fix) and still counts in the mean,
+    and ``V = 1`` is allowed (positives are the other same-label samples).
+
+    Computed as :math:`\ell_i = \mathrm{LSE}_{a}(z_i\cdot z_a/\tau) - \frac{1}{|P(i)|}
+    z_i \cdot \sum_p z_p/\tau` with per-class feature sums for the positive term and a row-chunked
+    logsumexp whose backward recomputes each block: no dense ``(VN, VN)`` float masks or
+    probability matrices (see ``benchmarks/contrastive.py``).
+
+    Args:
+        features: L2-normalised ``(N, V, D)`` (or ``(N, D)`` for one view).
+        labels: ``(N,)`` integer labels (exclusive with ``mask``).
+        mask: ``(N, N)`` (``(N, N_total)`` when gathered) float/bool positive weights, may be
+            asymmetric, as SupContrast's ``mask``.
+        temperature: :math:`\tau` (0.07 as the reference). base_temperature: :math:`\tau_b` (0.07).
+        contrast_mode: ``"all"`` or ``"one"``.
+        normalize: L2-normalise ``features`` inside; otherwise non-unit rows raise ``ValueError``.
+        gather_distributed: all-gather features (with gradient) and labels from every rank so the
+            contrast set is the global batch; each rank's anchors are its own rows.
+        weight: optional per-sample weights ``(N,)``.
+        reduction: ``"mean"`` (reference), ``"sum"`` or ``"none"`` (``(N,)``: each sample's loss
+            averaged over its anchor views, so ``mean`` equals the reference's mean over anchors).
+        chunk_size: rows per block of the fused logsumexp (default: about 4M elements per block).
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> from tailwise.functional import supcon_loss
+        >>> z = F.normalize(torch.randn(8, 2, 16), dim=-1).requires_grad_()
+        >>> loss = supcon_loss(z, torch.tensor([0, 1, 0, 1, 2, 2, 3, 3]))
+        >>> loss.backward()
+    """
+    t = check_positive(temperature, "temperature")
+    tb = check_positive(base_temperature, "base_temperature")
+    check_choice(contrast_mode, "contrast_mode", ("all", "one"))
+    feats = as_views(check_features(features, normalize=normalize))
+    n, v, _ = feats.shape
+    if labels is not None and mask is not None:
+        raise ValueError("pass labels or mask, not both")
+    if labels is not None:
+        labels = check_labels(labels, n)
+    feats_all, labels_all, offset = gather(feats, labels, gather_distributed)
+    n_all = feats_all.shape[0]
+    contrast = flatten_views(feats_all)
+    anchors, self_idx, n_anchor_views = _anchor_layout(feats, n_all, offset, contrast_mode)
+    lse = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
+    if mask is not None:
+        check_tensor(mask, "mask", ndim=2)
+        if tuple(mask.shape) != (n, n_all):
+            raise ValueError(f"mask must have shape ({n}, {n_all}) (local rows x all rows), "
+                             f"got {tuple(mask.shape)}")
+        m = mask.to(contrast.dtype)
+        pos_vec = m @ feats_all.sum(1)                              # (N, D) over all views
+        diag = m[torch.arange(n, device=m.device), torch.arange(n, device=m.device) + offset]
+        pos_vec = pos_vec.repeat(n_anchor_views, 1) - anchors * diag.repeat(n_anchor_views)[:, None]
+        dot = (anchors * pos_vec).sum(-1)
+        cnt = (v * m.sum(1) - diag).repeat(n_anchor_views)
+    else:
+        if labels is None:
+            # SimCLR: every sample is its own class
+            labels_all = torch.arange(n_all, device=feats.device)
+            labels = labels_all[offset:offset + n]
+        dot, cnt = positive_stats(anchors, labels.repeat(n_anchor_views), contrast, labels_all.repeat(v),
+                                  self_idx=self_idx)
+    per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t) * (t / tb)
+    per_sample = per_anchor.view(n_anchor_views, n).mean(0)
+    return reduce_loss(per_sample, reduction, weight)
+
+
+@register_loss("supcon")
+class SupConLoss(Loss):
+    r"""Supervised contrastive loss (SupCon); see :func:`tailwise.functional.supcon_loss`.
+
+    ``forward(features, labels=None, mask=None, weight=None)`` with features ``(N, V, D)``.
+
+    Example:
+        >>> import torch, torch.nn.functional as F, tailwise
+        >>> crit = tailwise.SupConLoss(temperature=0.1)
+        >>> z = F.normalize(torch.randn(6, 2, 8), dim=-1)
+        >>> loss = crit(z, torch.tensor([0, 0, 1, 1, 2, 2]))
+    """
+
+    def __init__(self, temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
+                 normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean",
+                 chunk_size: Optional[int] = None) -> None:
+        super().__init__(reduction)
+        self.temperature = check_positive(temperature, "temperature")
+        self.base_temperature = check_positive(base_temperature, "base_temperature")
+        check_choice(contrast_mode, "contrast_mode", ("all", "one"))
+        self.contrast_mode = contrast_mode
+        self.normalize = normalize
+        self.gather_distributed = gather_distributed
+        self.chunk_size = chunk_size
+
+    def forward(self, features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                weight: Optional[Tensor] = None) -> Tensor:
+        return supcon_loss(features, labels, mask, temperature=self.temperature,
+                           base_temperature=self.base_temperature, contrast_mode=self.contrast_mode,
+                           normalize=self.normalize, gather_distributed=self.gather_distributed,
+                           weight=weight, reduction=self.reduction, chunk_size=self.chunk_size)
+
+    def extra_repr(self) -> str:
+        return (f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
+                f"contrast_mode={self.contrast_mode!r}, reduction={self.reduction!r}")
