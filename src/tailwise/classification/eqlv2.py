@@ -52,51 +52,51 @@ def _full_weights(pos_w: Tensor, neg_w: Tensor, use_background_column: bool) -> 
 class _EQLv2Function(torch.autograd.Function):
     """Weighted one-hot BCE with a hand-written backward.
 
-    Forward: ``sigmoid`` and ``softplus`` passes over the (N, C) logits, one matrix-vector
-    product for the negative terms, O(N) work for the target column; the per-class statistic
-    increments reuse the saved ``sigmoid`` with one column sum. Backward: one fused pass
-    ``sigmoid(z) * neg_w * scale`` plus an O(N) scatter for the target column.
+    Forward: one ``softplus`` pass over the (N, C) logits and one matrix-vector product for the
+    negative terms, O(N) work for the target column; when the statistics are wanted, one
+    ``sigmoid`` pass and one column sum give the per-class increments. Only the logits are saved
+    for backward (like ``F.binary_cross_entropy_with_logits``), so no extra (N, C) tensor lives
+    between forward and backward. Backward: ``sigmoid(z)`` then one in-place scale by
+    ``neg_w * grad_out``, plus an O(N) scatter for the target column.
     """
 
     @staticmethod
     def forward(ctx, logits, target, pos_w, neg_w, scale, want_stats, num_stat_columns):
-        s = torch.sigmoid(logits)
-        sp = F.softplus(logits)
         t = target.unsqueeze(1)
         z_t = logits.gather(1, t).squeeze(1)
+        sp = F.softplus(logits)
         # zero the target entries so the negative part has no large term to cancel later
         sp.scatter_(1, t, 0.0)
-        pw_t = pos_w[target]
-        per = torch.mv(sp, neg_w) + pw_t * F.softplus(-z_t)  # BCE(z, 1) = softplus(-z)
+        per = torch.mv(sp, neg_w) + pos_w[target] * F.softplus(-z_t)  # BCE(z, 1) = softplus(-z)
         del sp
         out = per if scale is None else per.sum() * scale
-        ctx.save_for_backward(s, target, pos_w, neg_w)
+        ctx.save_for_backward(logits, target, pos_w, neg_w)
         ctx.scale = scale
         if not want_stats:
             return out, None, None
-        s_t = s.gather(1, t).squeeze(1)
-        c = s.shape[1]
+        c = logits.shape[1]
+        s_t = torch.sigmoid(z_t)
+        col = torch.sigmoid(logits).sum(0)
         # |d BCE / dz| is 1 - s at the target, s elsewhere; weighted by the weights used
-        pos_raw = torch.zeros(c, dtype=s.dtype, device=s.device).index_add_(0, target, 1.0 - s_t)
-        tgt_s = torch.zeros(c, dtype=s.dtype, device=s.device).index_add_(0, target, s_t)
-        neg_raw = s.sum(0) - tgt_s
+        pos_raw = torch.zeros(c, dtype=logits.dtype, device=logits.device).index_add_(0, target, 1.0 - s_t)
+        tgt_s = torch.zeros(c, dtype=logits.dtype, device=logits.device).index_add_(0, target, s_t)
         pos_inc = (pos_raw * pos_w)[:num_stat_columns]
-        neg_inc = (neg_raw.clamp_min(0.0) * neg_w)[:num_stat_columns]
+        neg_inc = ((col - tgt_s).clamp_min(0.0) * neg_w)[:num_stat_columns]
         ctx.mark_non_differentiable(pos_inc, neg_inc)
         return out, pos_inc, neg_inc
 
     @staticmethod
     def backward(ctx, grad_out, _g1=None, _g2=None):
-        s, target, pos_w, neg_w = ctx.saved_tensors
+        logits, target, pos_w, neg_w = ctx.saved_tensors
+        grad = torch.sigmoid(logits)
         if ctx.scale is None:
-            grad = torch.mul(s, neg_w).mul_(grad_out.unsqueeze(1))
+            grad.mul_(neg_w).mul_(grad_out.unsqueeze(1))
             g_t = grad_out
         else:
-            g = grad_out * ctx.scale
-            grad = torch.mul(s, neg_w * g)
-            g_t = g
+            g_t = grad_out * ctx.scale
+            grad.mul_(neg_w * g_t)
         t = target.unsqueeze(1)
-        s_t = s.gather(1, t).squeeze(1)
+        s_t = torch.sigmoid(logits.gather(1, t).squeeze(1))
         grad.scatter_(1, t, ((s_t - 1.0) * pos_w[target] * g_t).unsqueeze(1))
         return grad, None, None, None, None, None, None
 
