@@ -31,6 +31,8 @@ from ..distributed import all_gather_no_grad, all_gather_with_grad, is_dist_init
 NORM_TOL = 1e-2
 # about 16 MiB of float32 per chunk of the (rows x contrast) similarity block
 CHUNK_ELEMENTS = 1 << 22
+# up to this many (anchor x contrast) entries the softmax is kept for backward instead of recomputed
+KEEP_ELEMENTS = 1 << 25
 
 
 def check_features(features: Tensor, name: str = "features", *, ndim=(2, 3),
@@ -85,13 +87,15 @@ def flatten_views(x: Tensor) -> Tensor:
 def _chunk_rows(m: int, l: int, chunk_size: Optional[int]) -> int:
     if chunk_size is not None:
         return max(1, int(chunk_size))
+    if m * l <= KEEP_ELEMENTS:
+        return m
     return max(1, min(m, CHUNK_ELEMENTS // max(l, 1)))
 
 
-def _block(a: Tensor, c: Tensor, scale: float, col_bias: Optional[Tensor], self_idx: Optional[Tensor],
+def _block(a: Tensor, c: Tensor, col_bias: Optional[Tensor], self_idx: Optional[Tensor],
            a_lab: Optional[Tensor], c_lab: Optional[Tensor], same_bias: Optional[Tensor]) -> Tensor:
+    """Logits of one row block; ``a`` is already multiplied by the scale (saves a full pass)."""
     logits = torch.mm(a, c.t())
-    logits.mul_(scale)
     if col_bias is not None:
         logits.add_(col_bias)
     if same_bias is not None:
@@ -100,29 +104,45 @@ def _block(a: Tensor, c: Tensor, scale: float, col_bias: Optional[Tensor], self_
     if self_idx is not None:
         idx = self_idx if self_idx.dim() == 2 else self_idx[:, None]
         rows, k = torch.nonzero(idx >= 0, as_tuple=True)
-        logits[rows, idx[rows, k]] = float("-inf")
+        flat = rows * logits.shape[1] + idx[rows, k]
+        logits.view(-1).index_fill_(0, flat, float("-inf"))
     return logits
 
 
-class _ChunkedLSE(torch.autograd.Function):
-    """``lse_i = log sum_j exp(scale * a_i . c_j + b_j (+ s_j if same class)) `` over j != self(i).
+def _softmax_(blk: Tensor) -> Tuple[Tensor, Tensor]:
+    """In place: ``blk <- exp(blk - max)``; returns (row sums, row lse). Empty rows give lse -inf."""
+    mx = blk.amax(1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    blk.sub_(mx).exp_()
+    ssum = blk.sum(1)
+    return ssum, mx.squeeze(1) + torch.log(ssum)
 
-    Rows are processed ``chunk`` at a time; backward recomputes each block, so peak memory is one
-    ``(chunk, L)`` block instead of the full similarity matrix and its autograd copies.
+
+class _ChunkedLSE(torch.autograd.Function):
+    """``lse_i = log sum_j exp(scale * a_i . c_j + b_j (+ s_j if same class))`` over j != self(i).
+
+    Small problems (one block of at most ``KEEP_ELEMENTS``) keep the softmax from forward for
+    backward (3 matmuls, ~6 elementwise passes in total, no autograd graph of intermediates).
+    Larger ones are processed ``chunk`` rows at a time and backward recomputes each block, so peak
+    memory is one ``(chunk, L)`` block instead of the full similarity matrix and its copies.
     """
 
     @staticmethod
     def forward(ctx, anchors, contrast, scale, col_bias, self_idx, a_lab, c_lab, same_bias, chunk):
         m = anchors.shape[0]
         out = anchors.new_empty(m)
+        a_s = anchors * scale
+        keep = chunk >= m and m * contrast.shape[0] <= KEEP_ELEMENTS
         with torch.no_grad():
             for s in range(0, m, chunk):
                 e = min(m, s + chunk)
-                blk = _block(anchors[s:e], contrast, scale, col_bias,
-                             None if self_idx is None else self_idx[s:e],
+                blk = _block(a_s[s:e], contrast, col_bias, None if self_idx is None else self_idx[s:e],
                              None if a_lab is None else a_lab[s:e], c_lab, same_bias)
-                out[s:e] = torch.logsumexp(blk, dim=1)
-        ctx.save_for_backward(anchors, contrast, out, col_bias, self_idx, a_lab, c_lab, same_bias)
+                ssum, out[s:e] = _softmax_(blk)
+                if keep:
+                    ctx.prob = blk.div_(ssum.clamp_min(1.0)[:, None])
+        ctx.keep = keep
+        ctx.save_for_backward(anchors, contrast, col_bias, self_idx, a_lab, c_lab, same_bias)
         ctx.scale = scale
         ctx.chunk = chunk
         return out
@@ -130,27 +150,27 @@ class _ChunkedLSE(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        anchors, contrast, out, col_bias, self_idx, a_lab, c_lab, same_bias = ctx.saved_tensors
+        anchors, contrast, col_bias, self_idx, a_lab, c_lab, same_bias = ctx.saved_tensors
         scale, chunk = ctx.scale, ctx.chunk
         need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         ga = torch.empty_like(anchors) if need_a else None
         gc = torch.zeros_like(contrast) if need_c else None
         m = anchors.shape[0]
-        # rows whose contrast set is empty (lse = -inf) get no gradient, not inf - inf = NaN
-        finite = torch.isfinite(out)
-        out = torch.where(finite, out, torch.zeros_like(out))
-        grad_out = torch.where(finite, grad_out, torch.zeros_like(grad_out))
+        a_s = anchors * scale
         for s in range(0, m, chunk):
             e = min(m, s + chunk)
-            blk = _block(anchors[s:e], contrast, scale, col_bias,
-                         None if self_idx is None else self_idx[s:e],
-                         None if a_lab is None else a_lab[s:e], c_lab, same_bias)
-            # softmax weights times the incoming gradient, in place: d lse / d logits = softmax
-            blk.sub_(out[s:e, None]).exp_().mul_(grad_out[s:e, None] * scale)
+            if ctx.keep:
+                w = ctx.prob * grad_out[:, None]
+            else:
+                w = _block(a_s[s:e], contrast, col_bias, None if self_idx is None else self_idx[s:e],
+                           None if a_lab is None else a_lab[s:e], c_lab, same_bias)
+                ssum, _ = _softmax_(w)
+                # d lse / d logits = softmax; ssum >= 1 unless the row is empty (then w = 0)
+                w.mul_((grad_out[s:e] / ssum.clamp_min(1.0))[:, None])
             if need_a:
-                ga[s:e] = blk @ contrast
+                ga[s:e] = (w @ contrast).mul_(scale)
             if need_c:
-                gc.addmm_(blk.t(), anchors[s:e])
+                gc.addmm_(w.t(), a_s[s:e])
         return ga, gc, None, None, None, None, None, None, None
 
 
