@@ -1,4 +1,5 @@
-"""Contrastive and representation losses: InfoNCE (+ MemoryQueue), SupCon, DCL/DCLW, PaCo, BCL, BYOL.
+"""Contrastive and representation losses: InfoNCE (+ MemoryQueue), SupCon, DCL/DCLW, PaCo, BCL, TSC,
+ResCom pieces, BYOL.
 
 All SupCon-style losses share one fused, row-chunked log-sum-exp (``_common.py``) and are exact
 under ``torch.distributed`` with ``gather_distributed=True``. See docs/contrastive.md.
@@ -11,6 +12,10 @@ from .dcl import DCLLoss, DCLWLoss
 from .info_nce import InfoNCELoss
 from .paco import PaCoLoss
 from .queue import MemoryQueue
+from .rescom import ResComLoss, class_balanced_weights, hard_pair_mining
 from .supcon import SupConLoss
+from .tsc import TSCLoss, assign_targets, linear_sum_assignment, tsc_targets
 
-__all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue"]
+__all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue",
+           "TSCLoss", "ResComLoss", "tsc_targets", "assign_targets", "linear_sum_assignment",
+           "class_balanced_weights", "hard_pair_mining"]

@@ -5,6 +5,9 @@ from .byol import byol_loss
 from .dcl import dcl_loss, dclw_loss
 from .info_nce import info_nce_loss
 from .paco import paco_loss
+from .rescom import rescom_loss
 from .supcon import supcon_loss
+from .tsc import tsc_loss
 
-__all__ = ["info_nce_loss", "supcon_loss", "dcl_loss", "dclw_loss", "paco_loss", "bcl_loss", "byol_loss"]
+__all__ = ["info_nce_loss", "supcon_loss", "dcl_loss", "dclw_loss", "paco_loss", "bcl_loss", "byol_loss", "tsc_loss",
+           "rescom_loss"]
