@@ -77,3 +77,18 @@ def test_queue_feeds_info_nce_module():
     z = F.normalize(torch.randn(3, 2, 4), dim=-1)
     crit = tailwise.InfoNCELoss()
     torch.testing.assert_close(crit(z, q), tailwise.functional.info_nce_loss(z, q.keys))
+
+
+def test_keys_are_a_snapshot_so_enqueue_before_backward_is_safe():
+    import torch.nn.functional as F
+    from tailwise.functional import info_nce_loss
+    q = MemoryQueue(4, 3)
+    q.enqueue(F.normalize(torch.randn(4, 3), dim=-1))
+    z = F.normalize(torch.randn(2, 2, 3), dim=-1).requires_grad_()
+    keys = q.keys
+    loss = info_nce_loss(z, keys)
+    q.enqueue(F.normalize(torch.randn(4, 3), dim=-1))  # MoCo order: enqueue, then backward
+    loss.backward()
+    z2 = z.detach().clone().requires_grad_()
+    info_nce_loss(z2, keys).backward()
+    torch.testing.assert_close(z.grad, z2.grad)

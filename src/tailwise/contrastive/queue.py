@@ -68,13 +68,17 @@ class MemoryQueue(nn.Module):
 
     @property
     def keys(self) -> Tensor:
-        """The stored keys ``(n_filled, dim)`` (all rows once full)."""
-        return self.queue if bool(self.filled.all()) else self.queue[self.filled]
+        """A copy of the stored keys ``(n_filled, dim)``.
+
+        A copy (as MoCo's ``queue.clone().detach()``), so a loss that saved the keys for backward is
+        not corrupted by an ``enqueue`` before ``backward()``.
+        """
+        return self.queue.clone() if bool(self.filled.all()) else self.queue[self.filled]
 
     @property
     def labels(self) -> Tensor:
-        """Labels of :attr:`keys` (``-1`` where none were given)."""
-        return self.queue_labels if bool(self.filled.all()) else self.queue_labels[self.filled]
+        """Labels of :attr:`keys` (``-1`` where none were given), a copy."""
+        return self.queue_labels.clone() if bool(self.filled.all()) else self.queue_labels[self.filled]
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Optional[Tensor] = None) -> None:
