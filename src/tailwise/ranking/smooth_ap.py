@@ -10,29 +10,62 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._validation import check_positive
 from ..registry import register_loss
-from ._common import check_queue, gather, per_class_mean, pool, prepare, reduce_classes
+from ._common import check_queue, gather, pool, prepare, reduce_classes
 from ._module import QueuedRankingLoss
 
 __all__ = ["smooth_ap_loss", "SmoothAPLoss"]
 
 
+class _SoftRank(torch.autograd.Function):
+    """``rank_k = 1/2 + sum_j sigmoid((x_j - a_k) / tau)`` for anchors ``a (P,)`` against ``x (M,)``.
+
+    Equal to ``1 + sum_{j != k}`` when anchor ``k`` is itself one of the ``x`` (its own term is
+    exactly 1/2 and its gradient cancels). Hand-written backward: only the ``(P, M)`` sigmoid
+    matrix is kept, and the gradient is two mat-vecs with ``sigma`` and ``sigma^2``
+    (``sigma' = sigma - sigma^2``) instead of autograd's chain of ``(P, M)`` temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, tau: float) -> Tensor:
+        sig = torch.sub(x.unsqueeze(0), a.unsqueeze(1)).mul_(1.0 / tau).sigmoid_()
+        rowsum = sig.sum(1)
+        ctx.save_for_backward(sig, rowsum)
+        ctx.tau = tau
+        return rowsum + 0.5
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        sig, rowsum = ctx.saved_tensors
+        sq = sig * sig
+        inv = 1.0 / ctx.tau
+        grad_x = grad_a = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ sig - g @ sq) * inv
+        if ctx.needs_input_grad[1]:
+            grad_a = -g * (rowsum - sq.sum(1)) * inv
+        return grad_x, grad_a, None
+
+
 def _smooth_ap(s: Tensor, p: Tensor, w: Tensor, temperature: float):
     """Per-class smooth AP ``(C,)`` and validity over pooled scores ``s (M, C)``."""
     m, c = s.shape
-    rows, cols = p.nonzero(as_tuple=True)  # one entry per (positive row, class)
-    npos = torch.zeros(c, dtype=torch.long, device=s.device).index_add_(0, cols, torch.ones_like(cols))
+    npos = p.sum(0)
     valid = (npos > 0) & (npos < m)
-    if rows.numel() == 0:
-        return s.new_zeros(c), valid
-    st = s.t()
-    # only positive anchors need a rank: (P, M) instead of (M, M) -- at 1% positives 100x less work
-    sig = torch.sigmoid((st[cols] - s[rows, cols].unsqueeze(1)) / temperature)
-    # the anchor's own entry is sigmoid(0) = 1/2 exactly (its gradient cancels), so
-    # 1 + sum_{j != k} sigma = 1/2 + sum_j sigma
-    rank_all = sig.sum(1) + 0.5
-    rank_pos = (sig * p.t()[cols].to(sig.dtype)).sum(1) + 0.5
-    ap, _ = per_class_mean(rank_pos / rank_all, cols, w[rows], c)
-    return ap, valid
+    ap = []
+    for k in range(c):
+        if not bool(npos[k]):
+            ap.append(s.new_zeros(()))
+            continue
+        # only positive anchors need a rank: (P, M) instead of (M, M) -- 100x less at 1% positives
+        col = s[:, k]
+        idx = p[:, k].nonzero().squeeze(1)
+        a = col[idx]
+        rank_all = _SoftRank.apply(col, a, temperature)
+        rank_pos = _SoftRank.apply(a, a, temperature)
+        wk = w[idx]
+        ap.append((wk * (rank_pos / rank_all)).sum() / wk.sum().clamp_min(torch.finfo(s.dtype).tiny))
+    return torch.stack(ap), valid
 
 
 @float32_compute
