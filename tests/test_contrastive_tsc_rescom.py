@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import tailwise
-from tailwise import assign_targets, class_balanced_weights, hard_pair_mining, linear_sum_assignment, tsc_targets
+from tailwise import assign_targets, hard_pair_mining, rescom_class_weights, linear_sum_assignment, tsc_targets
 from tailwise.functional import rescom_loss, tsc_loss
 
 
@@ -138,7 +138,7 @@ def test_rescom_matches_official():
     q = tailwise.MemoryQueue(s, d, num_classes=c, balanced=True, dtype=torch.float64)
     q.enqueue(unit(c * s, d), torch.arange(c).repeat_interleave(s))
     counts = [100, 30, 10, 2]
-    w = class_balanced_weights(counts, 0.999)
+    w = rescom_class_weights(counts, 0.999)
     ref = official_rescom(torch.cat([z[:, 0], z[:, 1]]), torch.cat([y, y]), q.keys.T, s, c, 2, 4, 0.1, w)
     ours = rescom_loss(z, y, q.keys, q.labels, class_counts=counts, num_positives=2, num_negatives=4,
                        chunk_size=5)
@@ -151,8 +151,8 @@ def test_rescom_matches_official():
 def test_class_balanced_weights_and_mining():
     n = np.array([100.0, 10.0, 1.0])
     eff = (1 - 0.999 ** n) / (1 - 0.999)
-    torch.testing.assert_close(class_balanced_weights(n), torch.tensor(eff.mean() / eff))
-    torch.testing.assert_close(class_balanced_weights(n, 0.0), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(rescom_class_weights(n), torch.tensor(eff.mean() / eff))
+    torch.testing.assert_close(rescom_class_weights(n, 0.0), torch.ones(3, dtype=torch.float64))
     sim = torch.tensor([[0.9, 0.1, 0.5, -0.2, 0.3]], dtype=torch.float64)
     pos = torch.tensor([[True, True, False, False, True]])
     hp, hn = hard_pair_mining(sim, pos, 2, 1)

@@ -12,10 +12,10 @@ from .dcl import DCLLoss, DCLWLoss
 from .info_nce import InfoNCELoss
 from .paco import PaCoLoss
 from .queue import MemoryQueue
-from .rescom import ResComLoss, class_balanced_weights, hard_pair_mining
+from .rescom import ResComLoss, hard_pair_mining, rescom_class_weights
 from .supcon import SupConLoss
 from .tsc import TSCLoss, assign_targets, linear_sum_assignment, tsc_targets
 
 __all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue",
            "TSCLoss", "ResComLoss", "tsc_targets", "assign_targets", "linear_sum_assignment",
-           "class_balanced_weights", "hard_pair_mining"]
+           "rescom_class_weights", "hard_pair_mining"]

@@ -12,23 +12,22 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_class_counts, check_floating, check_positive, check_probability
 from ..registry import register_loss
+from ..classification.class_balanced import class_balanced_weights
 from ._common import as_views, check_features, check_labels, chunked_lse, flatten_views, gather, positive_stats
 
-__all__ = ["rescom_loss", "ResComLoss", "class_balanced_weights", "hard_pair_mining"]
+__all__ = ["rescom_loss", "ResComLoss", "rescom_class_weights", "hard_pair_mining"]
 
 
-def class_balanced_weights(class_counts, beta: float = 0.999) -> Tensor:
-    r"""Per-class weights :math:`w_c = \bar E / E_c`, :math:`E_c = (1-\beta^{n_c})/(1-\beta)` (effective number).
+def rescom_class_weights(class_counts, beta: float = 0.999) -> Tensor:
+    r"""ResCom's per-class weights :math:`w_c = \bar E / E_c` with :math:`E_c = (1-\beta^{n_c})/(1-\beta)`
+    the effective number of samples (``SiamBS_SPM._cal_prior_weight_for_classes`` in
+    dvlab-research/Imbalanced-Learning). float64 ``(C,)``; ``beta = 0`` gives all ones.
 
-    As ``SiamBS_SPM._cal_prior_weight_for_classes`` in ResCom (github dvlab-research/Imbalanced-Learning):
-    normalised so the class-average weight is 1; ``beta = 0`` gives all ones. float64 ``(C,)``.
+    The same effective-number weights as :func:`tailwise.class_balanced_weights` (which normalises
+    them to sum to C), rescaled: with :math:`u_c \propto 1/E_c`, :math:`\bar E / E_c = u_c\,\overline{1/u}`.
     """
-    counts = check_class_counts(class_counts)
-    b = check_probability(beta, "beta", open_high=True)
-    if b == 0:
-        return torch.ones_like(counts)
-    eff = (1.0 - torch.pow(torch.tensor(b, dtype=torch.float64), counts)) / (1.0 - b)
-    return eff.mean() / eff
+    u = class_balanced_weights(class_counts, beta)
+    return u * (1.0 / u).mean()
 
 
 def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int] = None,
@@ -66,7 +65,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     (class-balanced) queue, only the ``num_positives`` hardest (least similar) same-class keys and the
     ``num_negatives`` hardest (most similar) other-class keys. Loss per anchor is the SupCon
     mean of :math:`-\log` softmax over positives (no temperature factor), weighted by the
-    class-balanced weight of its class (:func:`class_balanced_weights` from ``class_counts``,
+    class-balanced weight of its class (:func:`rescom_class_weights` from ``class_counts``,
     ``effective_num_beta`` 0.999 as ``SiamBS_SPM``), averaged. Temperature 0.1 (config default).
     Not included: the Siamese Balanced Softmax classification term (``balsfx_n``) and the
     classifier CE; add a balanced-softmax loss on the logits yourself.
@@ -102,7 +101,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     per_anchor = torch.where(has, safe_lse - pos_sum / torch.where(has, cnt, torch.ones_like(cnt)),
                              torch.zeros_like(lse))
     if class_counts is not None:
-        w = class_balanced_weights(class_counts, effective_num_beta).to(per_anchor)
+        w = rescom_class_weights(class_counts, effective_num_beta).to(per_anchor)
         if labels.numel() and (int(labels.max()) >= w.shape[0] or int(labels.min()) < 0):
             raise ValueError(f"labels must be in [0, {w.shape[0] - 1}] (one class_counts entry per class)")
         per_anchor = per_anchor * w[a_lab]
