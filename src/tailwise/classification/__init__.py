@@ -4,6 +4,19 @@ from . import functional  # noqa: F401
 
 __all__: list = []
 
+# --- cross-entropy family, focal, class-balanced, prior-based (classification main author) ---
+from .bal_bce import BalBCELoss  # noqa: E402
+from .class_balanced import ClassBalancedLoss, class_balanced_weights  # noqa: E402
+from .cross_entropy import CrossEntropyLoss, EntropyLoss, KLDivLoss  # noqa: E402
+from .difficulty import DifficultyWeightedLoss, difficulty_weights  # noqa: E402
+from .focal import FocalLoss, SigmoidFocalLoss  # noqa: E402
+from .iif import IIF_VARIANTS, IIFLoss, iif_weights  # noqa: E402
+from .logit_adjustment import BalancedSoftmaxLoss, LogitAdjustedLoss, adjust_logits  # noqa: E402
+
+__all__ += ["EntropyLoss", "CrossEntropyLoss", "KLDivLoss", "FocalLoss", "SigmoidFocalLoss", "ClassBalancedLoss",
+            "class_balanced_weights", "BalancedSoftmaxLoss", "LogitAdjustedLoss", "adjust_logits", "BalBCELoss",
+            "IIFLoss", "iif_weights", "IIF_VARIANTS", "DifficultyWeightedLoss", "difficulty_weights"]
+
 # --- Equalization Losses and TADE (eqlv2.py, softmax_eql.py, equalized_focal.py, tade.py) ---
 from .eqlv2 import EQLv2Loss  # noqa: E402
 from .equalized_focal import EqualizedFocalLoss  # noqa: E402

@@ -1,0 +1,92 @@
+"""Private helpers of the classification family: input checks, priors, masked reductions."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .._reduction import reduce_loss
+from .._validation import check_class_counts, check_class_indices, check_floating, check_reduction, check_weight
+
+__all__: list = []
+
+
+def check_logits(input, name: str = "input", *, exact_2d: bool = False) -> Tensor:
+    """Logits must be floating ``(N, C)`` or ``(N, C, d1, ...)`` (``(N, C)`` only if ``exact_2d``)."""
+    check_floating(input, name)
+    if exact_2d and input.dim() != 2:
+        raise ValueError(f"{name} must be logits of shape (N, C), got shape {tuple(input.shape)}")
+    if input.dim() < 2:
+        raise ValueError(f"{name} must be logits of shape (N, C) or (N, C, d1, ...), got shape {tuple(input.shape)}")
+    if input.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one class (dimension 1), got shape {tuple(input.shape)}")
+    return input
+
+
+def expected_index_shape(input: Tensor) -> Tuple[int, ...]:
+    return (input.shape[0],) + tuple(input.shape[2:])
+
+
+def check_index_target(input: Tensor, target, *, ignore_index: Optional[int] = None,
+                       name: str = "target") -> Tensor:
+    """Integer class indices of shape ``(N, d1, ...)`` in ``[0, C)`` (or ``ignore_index``)."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(target).__name__}")
+    shape = expected_index_shape(input)
+    if tuple(target.shape) != shape:
+        raise ValueError(f"{name} must be class indices of shape {shape} (input is {tuple(input.shape)}), "
+                         f"got shape {tuple(target.shape)}")
+    check_class_indices(target, input.shape[1], name, ignore_index=ignore_index)
+    return target
+
+
+def is_soft_target(input: Tensor, target) -> bool:
+    """A floating target with the input's shape is a probability target; otherwise indices."""
+    return isinstance(target, Tensor) and target.is_floating_point() and target.shape == input.shape
+
+
+def class_view(vec: Tensor, input: Tensor) -> Tensor:
+    """Reshape a per-class ``(C,)`` vector to broadcast along dim 1 of ``input``."""
+    return vec.view((1, -1) + (1,) * (input.dim() - 2))
+
+
+def log_prior(class_counts, num_classes: int, *, like: Tensor) -> Tensor:
+    """``log pi_c`` as a ``(C,)`` tensor in ``like``'s dtype/device (computed in float64)."""
+    counts = check_class_counts(class_counts, num_classes)
+    return torch.log(counts / counts.sum()).to(dtype=like.dtype, device=like.device)
+
+
+def check_per_class(vec, num_classes: int, name: str, *, like: Tensor) -> Tensor:
+    """A per-class vector (tensor or sequence) of length C, finite and non-negative."""
+    if isinstance(vec, (int, float)) and not isinstance(vec, bool):
+        raise TypeError(f"{name} must be a per-class sequence or 1-D tensor of length {num_classes}, "
+                        f"got the scalar {vec!r}")
+    try:
+        t = torch.as_tensor(vec.detach() if isinstance(vec, Tensor) else vec, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a per-class sequence or 1-D tensor, got {type(vec).__name__}") from exc
+    if t.dim() != 1 or t.numel() != num_classes:
+        raise ValueError(f"{name} must have shape ({num_classes},) (one entry per class), got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and non-negative, got {t.tolist()}")
+    return t.to(dtype=like.dtype, device=like.device)
+
+
+def masked_reduce(loss: Tensor, reduction: str, weight: Optional[Tensor], valid: Optional[Tensor],
+                  denom_weight: Optional[Tensor] = None) -> Tensor:
+    """Reduce like ``F.cross_entropy``: ``mean`` divides by the number of non-ignored elements
+    (or by ``sum(denom_weight)`` over them when class weights are given); ``weight`` is a
+    per-element multiplier that does not enter the denominator (as in ``reduce_loss``)."""
+    check_reduction(reduction)
+    weight = check_weight(weight, loss.shape)
+    if reduction != "mean" or (valid is None and denom_weight is None):
+        return reduce_loss(loss, reduction, weight)
+    total = reduce_loss(loss, "sum", weight)
+    if denom_weight is not None:
+        denom = denom_weight.sum() if valid is None else (denom_weight * valid).sum()
+    else:
+        denom = valid.sum()
+    # an all-ignored batch gives 0 (with grad_fn), not the 0/0 = nan of F.cross_entropy
+    return total / denom.to(total.dtype).clamp_min(1e-12) if bool(denom > 0) else total * 0.0

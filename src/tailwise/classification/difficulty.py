@@ -1,0 +1,133 @@
+"""Class-wise difficulty weighting of cross-entropy (Sinha et al., ACCV 2020; Difficulty-Net)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from .._base import Loss
+from .._validation import check_nonnegative
+from ..registry import register_loss
+from ._common import check_logits, masked_reduce
+from .cross_entropy import cross_entropy_loss
+
+__all__ = ["difficulty_weights", "DifficultyWeightedLoss"]
+
+_DYNAMIC_EPS = 0.01  # CDB-loss: bias = max acc / (min acc + 0.01)
+
+
+def _check_accuracies(per_class_acc, num_classes: Optional[int] = None) -> Tensor:
+    try:
+        acc = torch.as_tensor(per_class_acc.detach() if isinstance(per_class_acc, Tensor) else per_class_acc,
+                              dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"per_class_acc must be a 1-D tensor or sequence of accuracies, got "
+                        f"{type(per_class_acc).__name__}") from exc
+    if acc.dim() != 1 or acc.numel() == 0 or (num_classes is not None and acc.numel() != num_classes):
+        want = f"({num_classes},)" if num_classes is not None else "(C,)"
+        raise ValueError(f"per_class_acc must have shape {want} (one accuracy per class), got shape {tuple(acc.shape)}")
+    if not bool(torch.isfinite(acc).all()) or bool((acc < 0).any()) or bool((acc > 1).any()):
+        raise ValueError(f"per_class_acc must be finite accuracies in [0, 1] (a class without held-out samples "
+                         f"needs a value, e.g. its previous accuracy), got {acc.tolist()}")
+    return acc
+
+
+def difficulty_weights(per_class_acc, tau: Union[float, str] = 1.0) -> Tensor:
+    r"""Per-class weights :math:`w_c = (1 - a_c)^{\tau}`, normalised to :math:`\sum_c w_c = C`.
+
+    ``a_c`` is the accuracy (recall) of class ``c`` measured on held-out data. Normalising to
+    mean 1 keeps the loss scale (and the effective learning rate) independent of how hard the
+    classes are overall. If every class is perfectly classified (all weights 0) the weights are
+    uniform (1). ``tau="dynamic"`` sets :math:`\tau = \sigma(\max_c a_c / (\min_c a_c + 0.01))`
+    as in the ``CDB_loss`` of hitachi-rd-cv/CDB-loss (harder spread, larger tau). Returns float64 ``(C,)``.
+
+    Example:
+        >>> import tailwise
+        >>> tailwise.difficulty_weights([0.9, 0.5, 0.0], tau=1.0)
+        tensor([0.1875, 0.9375, 1.8750], dtype=torch.float64)
+    """
+    acc = _check_accuracies(per_class_acc)
+    if tau == "dynamic":
+        bias = float(acc.max()) / (float(acc.min()) + _DYNAMIC_EPS)
+        tau = 1.0 / (1.0 + math.exp(-bias))
+    elif isinstance(tau, str):
+        raise ValueError(f"tau must be a number >= 0 or 'dynamic', got {tau!r}")
+    tau = check_nonnegative(tau, "tau")
+    w = (1.0 - acc).pow(tau)
+    s = w.sum()
+    if not bool(s > 0):
+        return torch.ones_like(acc)
+    return w / s * acc.numel()
+
+
+@register_loss("difficulty")
+class DifficultyWeightedLoss(Loss):
+    r"""Cross-entropy re-weighted by per-class difficulty :math:`(1 - \mathrm{acc}_c)^{\tau}`.
+
+    A heuristic form of class-wise difficulty-balanced (CDB) loss (Sinha et al., ACCV 2020) and
+    of Difficulty-Net's learned weights: call :meth:`update_accuracies` with per-class accuracies
+    measured on held-out data (e.g. once per epoch); the loss uses the resulting weights
+    (see :func:`difficulty_weights`: normalised to mean 1) as ``class_weight`` of cross-entropy.
+    Until the first update all weights are 1 (plain CE).
+
+    State (buffers, saved in ``state_dict``): ``class_weight`` ``(C,)``, ``per_class_acc``
+    ``(C,)``, ``num_updates``. In distributed training compute the accuracies on the global
+    held-out set (or all-reduce correct / total counts) and feed the same values on every rank.
+
+    ``"mean"`` divides by the number of non-ignored samples (``normalize_by_weight=False``,
+    default: the weights then set each class's share of the gradient and, being mean-1, keep the
+    scale) or by the sum of their weights (``True``, the ``F.cross_entropy(weight=...)`` convention).
+
+    Example:
+        >>> import torch, tailwise
+        >>> crit = tailwise.DifficultyWeightedLoss(num_classes=3, tau=2.0)
+        >>> crit.update_accuracies(torch.tensor([0.95, 0.7, 0.2]))
+        >>> loss = crit(torch.randn(8, 3), torch.randint(0, 3, (8,)))
+    """
+
+    def __init__(self, num_classes: int, tau: Union[float, str] = 1.0, ignore_index: int = -100,
+                 normalize_by_weight: bool = False, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if tau != "dynamic":
+            if isinstance(tau, str):
+                raise ValueError(f"tau must be a number >= 0 or 'dynamic', got {tau!r}")
+            tau = check_nonnegative(tau, "tau")
+        self.num_classes = num_classes
+        self.tau = tau
+        self.ignore_index = int(ignore_index)
+        self.normalize_by_weight = bool(normalize_by_weight)
+        self.register_buffer("class_weight", torch.ones(num_classes))
+        self.register_buffer("per_class_acc", torch.full((num_classes,), float("nan")))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update_accuracies(self, per_class_acc) -> Tensor:
+        """Set the per-class accuracies (values in [0, 1], shape ``(C,)``); returns the new weights."""
+        acc = _check_accuracies(per_class_acc, self.num_classes)
+        w = difficulty_weights(acc, self.tau)
+        self.per_class_acc.copy_(acc.to(self.per_class_acc))
+        self.class_weight.copy_(w.to(self.class_weight))
+        self.num_updates += 1
+        return self.class_weight.clone()
+
+    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        check_logits(input)
+        if input.shape[1] != self.num_classes:
+            raise ValueError(f"input must have num_classes={self.num_classes} classes in dimension 1, "
+                             f"got shape {tuple(input.shape)}")
+        if self.normalize_by_weight:
+            return cross_entropy_loss(input, target, class_weight=self.class_weight, ignore_index=self.ignore_index,
+                                      reduction=self.reduction, weight=weight)
+        per = cross_entropy_loss(input, target, class_weight=self.class_weight, ignore_index=self.ignore_index,
+                                 reduction="none")
+        valid = target != self.ignore_index
+        return masked_reduce(per, self.reduction, weight, valid)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, tau={self.tau!r}, {super().extra_repr()}"
+
