@@ -1,15 +1,129 @@
 """Speed and peak memory of the classification losses vs their textbook eager formulations.
 
-Owned by the classification-family helper; the Equalization Losses section at the end is a
-separate function (``equalization_rows``) maintained with ``classification/eqlv2.py``.
+Forward + backward of one (N, C) batch of float32 logits on the CPU, median of ``--reps`` runs.
+Every implementation runs in a fresh subprocess; "peak +RSS" is the growth of that process's
+peak resident set (``resource.getrusage(...).ru_maxrss``) over its value after the inputs were
+built, i.e. the extra memory forward+backward needed (includes allocator slack).
 
-    python benchmarks/classification.py --only eqlv2           # N=65536, C=1000 (~1 min)
+    python benchmarks/classification.py                     # all tables, N=65536, C=1000
+    python benchmarks/classification.py --only focal        # softmax + sigmoid focal only
     python benchmarks/classification.py --only eqlv2 --n 16384
+
+Tables: softmax focal vs ``F.cross_entropy`` (target: within 2x) and vs a textbook autograd
+focal; sigmoid focal vs the torchvision formulation written eagerly (target: no slower);
+EQLv2 rows (maintained with ``classification/eqlv2.py``, see ``equalization_rows``).
+To add rows for another loss, add a case to ``_CASES`` below (a name -> builder returning a
+closure that runs forward+backward) and list it in a table in ``focal_rows`` or a new
+``*_rows`` function called from ``__main__``.
 """
 
 from __future__ import annotations
 
 import argparse
+
+
+# ============================================================================================
+# Focal losses (softmax and sigmoid) -- maintained with src/tailwise/classification/focal.py
+# ============================================================================================
+def _textbook_softmax_focal(z, y, gamma=2.0):
+    import torch.nn.functional as F
+
+    logp = F.log_softmax(z, dim=1).gather(1, y[:, None]).squeeze(1)
+    return (-(1 - logp.exp()) ** gamma * logp).mean()
+
+
+def _torchvision_sigmoid_focal(x, t, alpha=0.25, gamma=2.0):
+    """``torchvision.ops.sigmoid_focal_loss`` (v0.15+) written out, reduction='mean'."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** gamma)
+    alpha_t = alpha * t + (1 - alpha) * (1 - t)
+    return (alpha_t * loss).mean()
+
+
+def _build(name, z0, y, onehot):
+    import torch.nn.functional as F
+
+    import tailwise.functional as TF
+
+    if name == "ce":
+        return lambda z: F.cross_entropy(z, y)
+    if name == "focal":
+        return lambda z: TF.focal_loss(z, y, gamma=2.0)
+    if name == "focal_textbook":
+        return lambda z: _textbook_softmax_focal(z, y, 2.0)
+    if name == "bce":
+        return lambda z: F.binary_cross_entropy_with_logits(z, onehot)
+    if name == "sigmoid_focal":
+        return lambda z: TF.sigmoid_focal_loss(z, onehot)
+    if name == "sigmoid_focal_textbook":
+        return lambda z: _torchvision_sigmoid_focal(z, onehot)
+    raise ValueError(name)
+
+
+_CASES = ("ce", "focal", "focal_textbook", "bce", "sigmoid_focal", "sigmoid_focal_textbook")
+
+
+def _focal_case(name, n, c, reps):
+    """Median forward+backward seconds and peak +RSS (MiB) of one case, in this (fresh) process."""
+    import resource
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(n, c, generator=g) * 2
+    y = torch.randint(0, c, (n,), generator=g)
+    onehot = F.one_hot(y, c).float() if "sigmoid" in name or name == "bce" else None
+    fn = _build(name, z0, y, onehot)
+    z = z0.clone().requires_grad_(True)
+
+    def run():
+        z.grad = None
+        fn(z).backward()
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return sorted(times)[len(times) // 2], peak_mib
+
+
+def _run_in_subprocess(func_name, name, n, c, reps):
+    import json
+    import subprocess
+    import sys
+
+    code = (f"import json, sys; sys.path.insert(0, {repr(__file__.rsplit('/', 1)[0])}); "
+            f"from classification import {func_name}; "
+            f"print(json.dumps({func_name}({name!r}, {n}, {c}, {reps})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def focal_rows(n=65536, c=1000, reps=3):
+    """Print softmax focal vs F.cross_entropy / textbook, sigmoid focal vs BCE / torchvision's formula."""
+    label = {"ce": "F.cross_entropy", "focal": "tailwise focal_loss (fused)",
+             "focal_textbook": "textbook softmax focal (autograd)",
+             "bce": "F.binary_cross_entropy_with_logits", "sigmoid_focal": "tailwise sigmoid_focal_loss",
+             "sigmoid_focal_textbook": "torchvision formula (autograd)"}
+    for title, names, ref in [("softmax focal (gamma=2)", ("ce", "focal", "focal_textbook"), "ce"),
+                              ("sigmoid focal (alpha=0.25, gamma=2), one-hot targets",
+                               ("bce", "sigmoid_focal", "sigmoid_focal_textbook"), "sigmoid_focal_textbook")]:
+        res = {name: _run_in_subprocess("_focal_case", name, n, c, reps) for name in names}
+        print(f"\n{title}, N={n}, C={c}, forward+backward (median of {reps}), float32 CPU")
+        print(f"{'implementation':<36}{'time [s]':>10}{'x ' + ref:>26}{'peak +RSS [MiB]':>17}")
+        for name, (t, mem) in res.items():
+            print(f"{label[name]:<36}{t:>10.3f}{t / res[ref][0]:>26.2f}{mem:>17.0f}")
 
 
 # ============================================================================================
@@ -90,7 +204,7 @@ def equalization_rows(n=65536, c=1000, reps=3):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="eqlv2", choices=["eqlv2"], help="which table to print")
+    parser.add_argument("--only", default="all", choices=["all", "focal", "eqlv2"], help="which table to print")
     parser.add_argument("--n", type=int, default=65536)
     parser.add_argument("--c", type=int, default=1000)
     parser.add_argument("--reps", type=int, default=3)
@@ -99,5 +213,8 @@ if __name__ == "__main__":
     if args.threads:
         import os
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    if args.only == "eqlv2":
+    if args.only in ("all", "focal"):
+        focal_rows(args.n, args.c, args.reps)
+    # ---- Equalization Losses rows (maintained with classification/eqlv2.py) ----
+    if args.only in ("all", "eqlv2"):
         equalization_rows(args.n, args.c, args.reps)
