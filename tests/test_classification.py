@@ -298,6 +298,14 @@ def test_difficulty_module_weights_buffers_and_state_dict():
     other.load_state_dict(crit.state_dict())
     assert torch.equal(other.class_weight, crit.class_weight) and int(other.num_updates) == 1
     assert torch.allclose(other(z, y), crit(z, y))
+    # NaN (class without held-out samples) keeps the previous accuracy; first time: mean of the known ones
+    crit.update_accuracies(torch.tensor([0.5, float("nan"), 0.3, 1.0]))
+    assert torch.allclose(crit.per_class_acc, torch.tensor([0.5, 0.6, 0.3, 1.0]))
+    fresh = tailwise.DifficultyWeightedLoss(num_classes=3)
+    fresh.update_accuracies([0.2, float("nan"), 0.6])
+    assert torch.allclose(fresh.per_class_acc, torch.tensor([0.2, 0.4, 0.6]))
+    with pytest.raises(ValueError, match="at least one finite accuracy"):
+        fresh.update_accuracies([float("nan")] * 3)
     # all classes perfect -> uniform weights, dynamic tau is finite
     assert torch.allclose(tailwise.difficulty_weights([1.0, 1.0]), torch.ones(2, dtype=torch.float64))
     wd = tailwise.difficulty_weights([0.9, 0.2, 0.5], tau="dynamic")

@@ -85,6 +85,7 @@ class DifficultyWeightedLoss(Loss):
         >>> import torch, tailwise
         >>> crit = tailwise.DifficultyWeightedLoss(num_classes=3, tau=2.0)
         >>> crit.update_accuracies(torch.tensor([0.95, 0.7, 0.2]))
+        tensor([0.0102, 0.3686, 2.6212])
         >>> loss = crit(torch.randn(8, 3), torch.randint(0, 3, (8,)))
     """
 
@@ -107,7 +108,21 @@ class DifficultyWeightedLoss(Loss):
 
     @torch.no_grad()
     def update_accuracies(self, per_class_acc) -> Tensor:
-        """Set the per-class accuracies (values in [0, 1], shape ``(C,)``); returns the new weights."""
+        """Set the per-class accuracies (values in [0, 1], shape ``(C,)``); returns the new weights.
+
+        A NaN entry (a class with no held-out samples, as ``tailwise.metrics.per_class_recall``
+        reports it) keeps that class's previous accuracy, or, before any accuracy is known for
+        it, takes the mean of the known ones. All-NaN raises ``ValueError``.
+        """
+        if isinstance(per_class_acc, Tensor) or isinstance(per_class_acc, (list, tuple)):
+            raw = torch.as_tensor(per_class_acc.detach() if isinstance(per_class_acc, Tensor) else per_class_acc,
+                                  dtype=torch.float64).cpu()
+            if raw.dim() == 1 and raw.numel() == self.num_classes and bool(torch.isnan(raw).any()):
+                if bool(torch.isnan(raw).all()):
+                    raise ValueError("per_class_acc must have at least one finite accuracy, got all NaN")
+                prev = self.per_class_acc.detach().double().cpu()
+                fill = torch.where(torch.isnan(prev), raw[~torch.isnan(raw)].mean(), prev)
+                per_class_acc = torch.where(torch.isnan(raw), fill, raw)
         acc = _check_accuracies(per_class_acc, self.num_classes)
         w = difficulty_weights(acc, self.tau)
         self.per_class_acc.copy_(acc.to(self.per_class_acc))
