@@ -45,7 +45,7 @@ def _losses(text: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .bench import available_tasks
+    from .bench import DEFAULT_TASKS, available_tasks
 
     tasks = available_tasks()
     parser = argparse.ArgumentParser(
@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/results.jsonl (resumable: re-run with the same --out to skip finished runs) "
                     "and write OUT/report.md plus PNG figures. With no task, runs "
                     + ", ".join(tasks) + f" at their small default sizes. Tasks: {task_help}.")
-    bench.add_argument("task", nargs="?", choices=list(tasks) + ["all"], default="all",
-                       help="which task to run (default: all)")
+    bench.add_argument("task", nargs="?", choices=list(tasks) + ["all"], default=None,
+                       help="which task to run (default: " + ", ".join(n for n in DEFAULT_TASKS if n in tasks)
+                            + "; 'all' adds " + ", ".join(n for n in tasks if n not in DEFAULT_TASKS) + ")")
     bench.add_argument("--losses", type=_losses, default=None,
                        help="comma-separated registry names to compare (default: the task's list)")
     bench.add_argument("--seeds", type=_seeds, default=None,
@@ -94,11 +95,16 @@ def _cmd_list() -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import available_tasks
+    from .bench import DEFAULT_TASKS, available_tasks
     from .bench.runner import run_tasks
 
     tasks = available_tasks()
-    chosen = list(tasks.values()) if args.task == "all" else [tasks[args.task]]
+    if args.task is None:
+        chosen = [t for name, t in tasks.items() if name in DEFAULT_TASKS]
+    elif args.task == "all":
+        chosen = list(tasks.values())
+    else:
+        chosen = [tasks[args.task]]
     run_tasks(chosen, args)
     return 0
 

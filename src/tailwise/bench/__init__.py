@@ -10,10 +10,11 @@ from typing import Dict
 
 from .task import BenchInputError, BenchTask
 
-__all__ = ["BenchTask", "BenchInputError", "available_tasks"]
+__all__ = ["BenchTask", "BenchInputError", "available_tasks", "DEFAULT_TASKS"]
 
-# order = the order `tailwise bench` (no task named) runs them in
 _TASK_MODULES = ("classification", "regression", "boxes", "ranking")
+# what `tailwise bench` runs when no task is named (the 60-second default); `all` runs every task
+DEFAULT_TASKS = ("classification", "regression", "boxes")
 
 
 def available_tasks() -> Dict[str, BenchTask]:
