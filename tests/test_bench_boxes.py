@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 
 from tailwise.bench.boxes import make_cases, simulate

@@ -33,6 +33,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from ._report import pyplot, save_figure
 from .task import BenchInputError, BenchTask
 
 __all__ = ["TASK", "DEFAULT_LOSSES", "simulate", "make_cases"]
@@ -231,11 +232,8 @@ def _ordering(curves, stats, checkpoints) -> str:
 
 
 def _plot(curves, out_dir: Path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for loss, curve in curves.items():
@@ -246,11 +244,7 @@ def _plot(curves, out_dir: Path):
     ax.set_title("DIoU-paper simulation: regression error vs iteration")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    name = "boxes_simulation.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "boxes_simulation.png")
 
 
 TASK = BenchTask(name="boxes", help="DIoU-paper box-regression simulation over the IoU-family losses",

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._report import mean_std, pyplot, save_figure
 from ._vision import IMAGE_DATASETS, SmallResNet, load_image_dataset
 from .task import BenchInputError, BenchTask
 
@@ -276,12 +277,10 @@ def execute(spec: Dict, args) -> Dict:
 
 
 def _fmt(values: List[float]) -> Tuple[float, str]:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return float("nan"), "n/a"
-    m = float(np.mean(vals)) * 100
-    s = float(np.std(vals)) * 100
-    return m, f"{m:.1f} ± {s:.1f}"
+    m, sd = mean_std(values)
+    if math.isnan(m):
+        return m, "n/a"
+    return m * 100, f"{m * 100:.1f} ± {sd * 100:.1f}"
 
 
 def report(records: List[Dict], args, out_dir: Path) -> str:
@@ -335,11 +334,8 @@ def _recommend(table, losses) -> str:
 
 
 def _plot(records, losses, out_dir: Path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     counts = np.asarray(records[0]["class_counts"])
     order = np.argsort(-counts)
@@ -354,11 +350,7 @@ def _plot(records, losses, out_dir: Path):
     ax.set_title("Per-class accuracy vs training count")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    name = "classification_per_class.png"
-    fig.savefig(out_dir / name, dpi=110)
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "classification_per_class.png")
 
 
 TASK = BenchTask(name="classification", help="long-tailed digits (or --data) with tail-aware losses",

@@ -25,6 +25,7 @@ from typing import Dict, List
 
 import torch
 
+from ._report import mean_std, pyplot, save_figure
 from .task import BenchInputError, BenchTask
 
 __all__ = ["TASK", "ALL_LOSSES", "DEFAULT_LOSSES"]
@@ -139,12 +140,6 @@ def plan(args) -> List[Dict]:
              "pos_rate": POS_RATE, "epochs": epochs} for loss in losses for seed in seeds]
 
 
-def _ms(vals):
-    m = sum(vals) / len(vals)
-    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return m, s
-
-
 def report(records: List[Dict], args, out_dir: Path) -> str:
     lines = ["## ranking: digits-as-binary with 1% positives", ""]
     if not records:
@@ -156,7 +151,7 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
               f"(1% of rows), {'/'.join(str(e) for e in sorted({r['epochs'] for r in records}))} full-batch "
               f"Adam steps; test split with {'/'.join(map(str, npos))} positives. Mean ± std over {nseeds} "
               "seed(s); higher is better, best mean in bold.", ""]
-    stats = {n: {k: _ms([r[k] for r in records if r["loss"] == n]) for k in ("ap", "recall_at_1pct")}
+    stats = {n: {k: mean_std([r[k] for r in records if r["loss"] == n]) for k in ("ap", "recall_at_1pct")}
              for n in losses}
     best = {k: max(stats[n][k][0] for n in losses) for k in ("ap", "recall_at_1pct")}
     lines += ["| loss | AP | recall@top-1% |", "|---|---|---|"]
@@ -167,21 +162,13 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
             txt = f"{m:.3f} ± {s:.3f}"
             cells.append(f"**{txt}**" if m == best[k] else txt)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.bar(losses, [stats[n]["ap"][0] for n in losses], yerr=[stats[n]["ap"][1] for n in losses])
         ax.set_ylabel("test AP")
         ax.set_title("digits, 1% positives")
-        fig.tight_layout()
-        fig.savefig(Path(out_dir) / "ranking_ap.png", dpi=100)
-        plt.close(fig)
-        lines += ["", "![test AP](ranking_ap.png)"]
-    except ImportError:  # pragma: no cover - matplotlib is optional
-        pass
+        lines += ["", f"![test AP]({save_figure(fig, out_dir, 'ranking_ap.png', dpi=100)})"]
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ._report import mean_std, pyplot, save_figure
 from .task import BenchInputError, BenchTask
 
 __all__ = ["TASK", "DEFAULT_LOSSES", "ALL_LOSSES"]
@@ -219,12 +220,6 @@ def plan(args) -> List[Dict]:
             for shape in _shapes(args) for loss in losses for seed in seeds]
 
 
-def _mean_std(values: List[float]) -> Tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
 def report(records: List[Dict], args, out_dir: Path) -> str:
     lines = ["## regression: Balanced MSE 1-D synthetic benchmark", ""]
     if not records:
@@ -243,7 +238,7 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
         for n in losses:
             vals = [r["test_mse"] for r in records if r["shape"] == s and r["loss"] == n]
             if vals:
-                table[s, n] = _mean_std(vals)
+                table[s, n] = mean_std(vals)
     best = {s: min((table[s, n][0], n) for n in losses if (s, n) in table)[1] for s in shapes}
     lines.append("| loss | " + " | ".join(f"{s} test MSE" for s in shapes) + " |")
     lines.append("|---|" + "---|" * len(shapes))
@@ -282,12 +277,8 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
 
 
 def _plot(table, shapes, losses, out_dir: Path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.6), squeeze=False)
     for ax, s in zip(axes[0], shapes):
@@ -300,11 +291,7 @@ def _plot(table, shapes, losses, out_dir: Path):
         ax.set_yscale("log")
         ax.set_title(f"{s} training labels")
         ax.set_ylabel("balanced test MSE (log)")
-    fig.tight_layout()
-    name = "regression_test_mse.png"
-    fig.savefig(Path(out_dir) / name, dpi=100)
-    plt.close(fig)
-    return name
+    return save_figure(fig, out_dir, "regression_test_mse.png", dpi=100)
 
 
 TASK = BenchTask(name="regression", help="Balanced MSE 1-D synthetic benchmark (imbalanced labels, balanced test)",

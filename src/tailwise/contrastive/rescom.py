@@ -10,7 +10,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_class_counts, check_floating, check_positive, check_probability
+from .._validation import check_class_counts, check_floating, check_positive
 from ..registry import register_loss
 from ..classification.class_balanced import class_balanced_weights
 from ._common import as_views, check_features, check_labels, chunked_lse, flatten_views, gather, positive_stats

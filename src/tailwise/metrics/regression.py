@@ -13,12 +13,12 @@ average the per-bin mean errors over bins with test samples (the balanced metric
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating, check_tensor
+from .._validation import check_finite, check_tensor
 from .classification import _check_thresholds
 
 __all__ = ["regression_bin_edges", "shot_regression_errors"]

@@ -9,7 +9,7 @@ metric of the union of all shards, whatever their sizes; the local state is left
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor
