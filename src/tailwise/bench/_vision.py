@@ -67,7 +67,8 @@ def _load_cifar(root: Path, which: str, read: bool = True):
 
 def _read_idx(path: Path, offset: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
+        # a copy: frombuffer is read-only, which torch.as_tensor warns about
+        return np.frombuffer(f.read(), np.uint8, offset=offset).copy()
 
 
 def _load_fashion(root: Optional[Path], read: bool = True):
