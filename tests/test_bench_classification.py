@@ -137,3 +137,20 @@ def test_missing_image_dataset_is_a_clear_error(argv, message, capsys, tmp_path)
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "never downloads" in err
+
+
+def test_default_digits_long_tail(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "out"
+    code = main(["bench", "classification", "--losses", "cross_entropy,iif", "--seeds", "1", "--epochs", "2",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in records] == ["cross_entropy", "iif"]
+    for r in records:
+        # 50 test images per class held out, the rest (>= 124 per class) made long-tailed with IF 50
+        counts = r["class_counts"]
+        assert counts == sorted(counts, reverse=True) and counts[0] / counts[-1] >= 50 * 0.8
+        assert r["dataset"] == "digits" and r["imbalance_factor"] == 50
+        assert len(r["per_class_acc"]) == 10
+    assert "balanced test split of 50 images per class" in (out / "report.md").read_text()
