@@ -314,6 +314,24 @@ def test_difficulty_module_weights_buffers_and_state_dict():
     assert np.allclose(wd.numpy(), ref / ref.sum() * 3)
 
 
+def test_difficulty_functional_matches_module_and_naive():
+    z, y = random_case(20, 4, seed=3)
+    z = z.double().requires_grad_()
+    acc = torch.tensor([0.95, 0.5, 0.2, 0.7], dtype=torch.float64)
+    # naive: explicit per-sample loop with (1 - acc)^tau weights normalised to mean 1
+    raw = [(1 - a) ** 1.5 for a in acc.tolist()]
+    w = [r / sum(raw) * 4 for r in raw]
+    naive = sum(w[int(y[i])] * -torch.log_softmax(z[i], 0)[int(y[i])] for i in range(20)) / 20
+    out = TF.difficulty_loss(z, y, acc, tau=1.5)
+    assert torch.allclose(out, naive)
+    crit = tailwise.DifficultyWeightedLoss(4, tau=1.5).double()
+    crit.update_accuracies(acc)
+    assert torch.allclose(crit(z, y), out)
+    assert torch.autograd.gradcheck(lambda x: TF.difficulty_loss(x, y, acc, tau=1.5), (z,))
+    with pytest.raises(ValueError, match="per_class_acc"):
+        TF.difficulty_loss(z, y, torch.tensor([0.5, 0.5]))
+
+
 def test_state_dict_round_trip_of_prior_modules():
     for cls, kw in [(tailwise.BalancedSoftmaxLoss, {}), (tailwise.LogitAdjustedLoss, {"tau": 0.5}),
                     (tailwise.BalBCELoss, {}), (tailwise.ClassBalancedLoss, {"beta": 0.99}),

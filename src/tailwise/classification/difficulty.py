@@ -14,7 +14,7 @@ from ..registry import register_loss
 from ._common import check_logits, masked_reduce
 from .cross_entropy import cross_entropy_loss
 
-__all__ = ["difficulty_weights", "DifficultyWeightedLoss"]
+__all__ = ["difficulty_weights", "difficulty_loss", "DifficultyWeightedLoss"]
 
 _DYNAMIC_EPS = 0.01  # CDB-loss: bias = max acc / (min acc + 0.01)
 
@@ -61,6 +61,39 @@ def difficulty_weights(per_class_acc, tau: Union[float, str] = 1.0) -> Tensor:
     if not bool(s > 0):
         return torch.ones_like(acc)
     return w / s * acc.numel()
+
+
+def _class_weighted_ce(input: Tensor, target: Tensor, class_weight: Tensor, ignore_index: int,
+                       normalize_by_weight: bool, reduction: str, weight: Optional[Tensor]) -> Tensor:
+    if normalize_by_weight:
+        return cross_entropy_loss(input, target, class_weight=class_weight, ignore_index=ignore_index,
+                                  reduction=reduction, weight=weight)
+    per = cross_entropy_loss(input, target, class_weight=class_weight, ignore_index=ignore_index,
+                             reduction="none")
+    return masked_reduce(per, reduction, weight, target != ignore_index)
+
+
+def difficulty_loss(input: Tensor, target: Tensor, per_class_acc, *, tau: Union[float, str] = 1.0,
+                    ignore_index: int = -100, normalize_by_weight: bool = False, reduction: str = "mean",
+                    weight: Optional[Tensor] = None) -> Tensor:
+    r"""Cross-entropy with class weights :math:`w_c \propto (1 - \mathrm{acc}_c)^{\tau}`
+    (:func:`difficulty_weights`, mean 1) from the given per-class accuracies.
+
+    The pure form of :class:`DifficultyWeightedLoss` (which keeps the accuracies as state and
+    fills NaN entries); here ``per_class_acc`` must be finite, shape ``(C,)``.
+
+    Example:
+        >>> import torch
+        >>> from tailwise.functional import difficulty_loss
+        >>> logits, y = torch.zeros(2, 3), torch.tensor([0, 2])
+        >>> difficulty_loss(logits, y, torch.tensor([0.9, 0.5, 0.5]))  # (0.27 + 1.36) / 2 * ln 3
+        tensor(0.8989)
+    """
+    check_logits(input)
+    acc = _check_accuracies(per_class_acc, input.shape[1])
+    w = difficulty_weights(acc, tau).to(device=input.device, dtype=input.dtype if input.is_floating_point()
+                                         else torch.float32)
+    return _class_weighted_ce(input, target, w, int(ignore_index), bool(normalize_by_weight), reduction, weight)
 
 
 @register_loss("difficulty")
@@ -135,13 +168,8 @@ class DifficultyWeightedLoss(Loss):
         if input.shape[1] != self.num_classes:
             raise ValueError(f"input must have num_classes={self.num_classes} classes in dimension 1, "
                              f"got shape {tuple(input.shape)}")
-        if self.normalize_by_weight:
-            return cross_entropy_loss(input, target, class_weight=self.class_weight, ignore_index=self.ignore_index,
-                                      reduction=self.reduction, weight=weight)
-        per = cross_entropy_loss(input, target, class_weight=self.class_weight, ignore_index=self.ignore_index,
-                                 reduction="none")
-        valid = target != self.ignore_index
-        return masked_reduce(per, self.reduction, weight, valid)
+        return _class_weighted_ce(input, target, self.class_weight, self.ignore_index, self.normalize_by_weight,
+                                  self.reduction, weight)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, tau={self.tau!r}, {super().extra_repr()}"

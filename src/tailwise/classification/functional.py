@@ -6,14 +6,14 @@ __all__: list = []
 from .bal_bce import bal_bce_loss  # noqa: E402
 from .class_balanced import class_balanced_loss, class_balanced_weights  # noqa: E402
 from .cross_entropy import cross_entropy_loss, entropy_loss, kl_div_loss  # noqa: E402
-from .difficulty import difficulty_weights  # noqa: E402
+from .difficulty import difficulty_loss, difficulty_weights  # noqa: E402
 from .focal import focal_loss, sigmoid_focal_loss  # noqa: E402
 from .iif import iif_loss, iif_weights  # noqa: E402
 from .logit_adjustment import adjust_logits, balanced_softmax_loss, logit_adjusted_loss  # noqa: E402
 
 __all__ += ["entropy_loss", "cross_entropy_loss", "kl_div_loss", "focal_loss", "sigmoid_focal_loss",
             "class_balanced_loss", "class_balanced_weights", "balanced_softmax_loss", "logit_adjusted_loss",
-            "adjust_logits", "bal_bce_loss", "iif_loss", "iif_weights", "difficulty_weights"]
+            "adjust_logits", "bal_bce_loss", "iif_loss", "iif_weights", "difficulty_weights", "difficulty_loss"]
 
 # --- Equalization Losses and TADE ---
 from .eqlv2 import eqlv2_grad_stats, eqlv2_loss, eqlv2_weights  # noqa: E402
