@@ -26,7 +26,7 @@ bench: $(VENV)/.bench
 	$(VENV)/bin/tailwise bench
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -n 2 -p no:cacheprovider
+	$(PY) -m pytest -q -n 2 -p no:cacheprovider --doctest-modules src/tailwise tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
