@@ -68,10 +68,25 @@ def _build(name, z0, y, onehot):
 _CASES = ("ce", "focal", "focal_textbook", "bce", "sigmoid_focal", "sigmoid_focal_textbook")
 
 
-def _focal_case(name, n, c, reps):
-    """Median forward+backward seconds and peak +RSS (MiB) of one case, in this (fresh) process."""
+def _median_time_and_peak(run, reps):
+    """Median seconds of ``reps`` calls of ``run`` after one warm-up call, and the growth of this
+    process's peak RSS (MiB) over the whole measurement (run it in a fresh process)."""
     import resource
     import time
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return sorted(times)[len(times) // 2], peak_mib
+
+
+def _focal_case(name, n, c, reps):
+    """Median forward+backward seconds and peak +RSS (MiB) of one case, in this (fresh) process."""
 
     import torch
     import torch.nn.functional as F
@@ -87,15 +102,7 @@ def _focal_case(name, n, c, reps):
         z.grad = None
         fn(z).backward()
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return sorted(times)[len(times) // 2], peak_mib
+    return _median_time_and_peak(run, reps)
 
 
 def _run_in_subprocess(func_name, name, n, c, reps):
@@ -131,8 +138,6 @@ def focal_rows(n=65536, c=1000, reps=3):
 # ============================================================================================
 def _eqlv2_case(name, n, c, reps):
     """Median forward+backward seconds of one implementation (run inside a fresh subprocess)."""
-    import resource
-    import time
 
     import torch
     import torch.nn.functional as F
@@ -164,15 +169,7 @@ def _eqlv2_case(name, n, c, reps):
                 (grad * t * w).sum(0), (grad * (1 - t) * w).sum(0)
         loss.backward()
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return sorted(times)[len(times) // 2], peak_mib
+    return _median_time_and_peak(run, reps)
 
 
 def equalization_rows(n=65536, c=1000, reps=3):
