@@ -395,3 +395,46 @@ def test_bf16_autocast_finite_float32(seed):
         out.backward()
         assert torch.isfinite(lin.weight.grad).all()
         assert crit.pos_grad.dtype == torch.float32 and torch.isfinite(crit.neg_grad).all()
+
+
+# ------------------------------------------------------------------ ignore_index (F.cross_entropy's rule)
+@pytest.mark.parametrize("name", ["eqlv2", "softmax_eql", "equalized_focal"])
+def test_ignore_index_equals_dropping_the_rows(name):
+    import tailwise
+    import tailwise.functional as TFN
+
+    torch.manual_seed(5)
+    c = 4
+    z = torch.randn(10, c, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, -100, 2, 3, -100, 1, 0, 2, -100])
+    keep = y != -100
+    fn = {"eqlv2": TFN.eqlv2_loss, "softmax_eql": TFN.softmax_eql_loss,
+          "equalized_focal": TFN.equalized_focal_loss}[name]
+    for reduction in ("mean", "sum"):
+        full = fn(z, y, reduction=reduction)
+        ref = fn(z[keep], y[keep], reduction=reduction)
+        assert torch.allclose(full, ref)
+    per = fn(z, y, reduction="none")
+    assert per.shape == (10,) and torch.all(per[~keep] == 0)
+    assert torch.allclose(per[keep], fn(z[keep], y[keep], reduction="none"))
+    per.sum().backward()
+    assert torch.all(z.grad[~keep] == 0) and torch.isfinite(z.grad).all()
+    with pytest.raises(ValueError, match="target must be class indices"):
+        fn(z, y, ignore_index=None)
+    # every row ignored: 0 that still backpropagates
+    z2 = torch.randn(3, c, requires_grad=True)
+    out = fn(z2, torch.full((3,), -100))
+    out.backward()
+    assert out.item() == 0.0 and torch.all(z2.grad == 0)
+
+    # modules: the statistics only see the kept rows
+    cls = {"eqlv2": tailwise.EQLv2Loss, "softmax_eql": tailwise.SoftmaxEQLLoss,
+           "equalized_focal": tailwise.EqualizedFocalLoss}[name]
+    a, b = cls(num_classes=c).double(), cls(num_classes=c).double()
+    for _ in range(2):
+        la = a(z.detach(), y)
+        lb = b(z.detach()[keep], y[keep])
+        assert torch.allclose(la, lb)
+    assert torch.allclose(a.pos_grad, b.pos_grad) and torch.allclose(a.neg_grad, b.neg_grad)
+    with pytest.raises(TypeError, match="ignore_index must be an int or None"):
+        cls(num_classes=c, ignore_index=1.5)

@@ -25,7 +25,7 @@ from .._base import Loss
 from .._validation import check_class_indices, check_floating
 from ..distributed import all_reduce_sum
 
-__all__: list = []
+__all__: list = []  # private helpers of the equalization losses
 
 
 def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[int] = None,
@@ -52,6 +52,32 @@ def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[
     return n, c
 
 
+def drop_ignored(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: Optional[int]):
+    """Remove rows whose label is ``ignore_index`` (as ``F.cross_entropy`` skips them).
+
+    Returns ``(input, target, weight, keep)`` where ``keep`` is the boolean row mask, or ``None``
+    when nothing was removed (no copy then). Only integer ``(N,)`` targets carry ignored labels;
+    anything else is returned untouched for the usual validation to judge.
+    """
+    if (ignore_index is None or not isinstance(target, Tensor) or not isinstance(input, Tensor)
+            or target.dim() != 1 or target.is_floating_point() or target.dtype == torch.bool
+            or input.dim() != 2 or input.shape[0] != target.shape[0]):
+        return input, target, weight, None
+    keep = target != ignore_index
+    if bool(keep.all()):
+        return input, target, weight, None
+    if isinstance(weight, Tensor) and weight.dim() >= 1 and weight.shape[0] == target.shape[0]:
+        weight = weight[keep]
+    return input[keep], target[keep], weight, keep
+
+
+def restore_rows(loss: Tensor, keep: Optional[Tensor], reduction: str) -> Tensor:
+    """For ``reduction="none"``, put the kept rows' losses back at their places (0 for ignored rows)."""
+    if keep is None or reduction != "none":
+        return loss
+    return loss.new_zeros(keep.shape[0]).masked_scatter(keep, loss)
+
+
 def check_stats(pos_grad: Optional[Tensor], neg_grad: Optional[Tensor], num_classes: int) -> None:
     """``pos_grad`` / ``neg_grad`` are both None (fresh) or both 1-D floating tensors of length C."""
     if (pos_grad is None) != (neg_grad is None):
@@ -68,11 +94,15 @@ def check_stats(pos_grad: Optional[Tensor], neg_grad: Optional[Tensor], num_clas
 class GradStatsLoss(Loss):
     """Base of the modules holding ``pos_grad`` / ``neg_grad`` buffers (``num_classes`` entries)."""
 
-    def __init__(self, num_classes: int, reduction: str = "mean") -> None:
+    def __init__(self, num_classes: int, reduction: str = "mean", ignore_index: Optional[int] = -100) -> None:
         super().__init__(reduction)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
         self.num_classes = num_classes
+        # rows labelled ignore_index add no loss, gradient or statistics (F.cross_entropy's rule)
+        self.ignore_index = ignore_index
         self.register_buffer("pos_grad", torch.zeros(num_classes))
         self.register_buffer("neg_grad", torch.zeros(num_classes))
         # number of statistic updates so far (0 = fresh: the official EQLv2 uses weights 1 then)

@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_reduction
 from ..registry import register_loss
-from ._grad_stats import GradStatsLoss, check_logits_target, check_stats
+from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
 __all__ = ["eqlv2_loss", "eqlv2_weights", "eqlv2_grad_stats", "EQLv2Loss"]
 
@@ -134,7 +134,7 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
 @float32_compute
 def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                neg_grad: Optional[Tensor] = None, gamma: float = 12.0, mu: float = 0.8,
-               alpha: float = 4.0, *, use_background_column: bool = False,
+               alpha: float = 4.0, *, use_background_column: bool = False, ignore_index: Optional[int] = -100,
                weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Equalization Loss v2 (sigmoid), Tan et al., "Equalization Loss v2", CVPR 2021.
 
@@ -170,6 +170,8 @@ def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
         pos_grad, neg_grad: accumulated statistics ``(C,)`` (``(C - 1,)`` with a background
             column), or both ``None``.
         gamma, mu, alpha: mapping-function parameters.
+        ignore_index: rows with this label are skipped (as in ``F.cross_entropy``): no loss, no
+            gradient, not counted by ``"mean"``; ``"none"`` gives them 0. ``None`` disables it.
         weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
@@ -180,16 +182,18 @@ def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
         >>> round(eqlv2_loss(z, y).item(), 4)   # fresh: 3 * log 2
         2.0794
     """
+    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
     loss, _, _ = _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_column,
                         weight, reduction, False)
-    return loss
+    return restore_rows(loss, keep, reduction)
 
 
 @float32_compute
 @torch.no_grad()
 def eqlv2_grad_stats(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                      neg_grad: Optional[Tensor] = None, gamma: float = 12.0, mu: float = 0.8,
-                     alpha: float = 4.0, *, use_background_column: bool = False) -> Tuple[Tensor, Tensor]:
+                     alpha: float = 4.0, *, use_background_column: bool = False,
+                     ignore_index: Optional[int] = -100) -> Tuple[Tensor, Tensor]:
     r"""This batch's increments of the EQLv2 statistics (pure; no gradient).
 
     :math:`\Delta G^{pos}_j = \sum_i y_{ij}\, r_j\, |\sigma(z_{ij}) - 1|` and
@@ -198,6 +202,7 @@ def eqlv2_grad_stats(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] =
     (official ``collect_grad``). Returns ``(pos_inc, neg_inc)`` of shape ``(C,)`` (``(C - 1,)``
     with a background column, which gets no statistics).
     """
+    input, target, _, _ = drop_ignored(input, target, None, ignore_index)
     n, c = check_logits_target(input, target)
     c_stats = c - 1 if use_background_column else c
     check_stats(pos_grad, neg_grad, c_stats)
@@ -233,8 +238,9 @@ class EQLv2Loss(GradStatsLoss):
     """
 
     def __init__(self, num_classes: int, gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0,
-                 use_background_column: bool = False, reduction: str = "mean") -> None:
-        super().__init__(num_classes, reduction)
+                 use_background_column: bool = False, ignore_index: Optional[int] = -100,
+                 reduction: str = "mean") -> None:
+        super().__init__(num_classes, reduction, ignore_index)
         _check_hparams(gamma, mu, alpha)
         self.gamma, self.mu, self.alpha = float(gamma), float(mu), float(alpha)
         self.use_background_column = bool(use_background_column)
@@ -247,8 +253,9 @@ class EQLv2Loss(GradStatsLoss):
 
     def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         expected = self.num_classes + (1 if self.use_background_column else 0)
+        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
         check_logits_target(input, target, num_columns=expected)
-        return _module_forward(self, input, target, weight)
+        return restore_rows(_module_forward(self, input, target, weight), keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}, "

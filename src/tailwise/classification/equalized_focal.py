@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_positive, check_reduction
 from ..registry import register_loss
-from ._grad_stats import GradStatsLoss, check_logits_target, check_stats
+from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
 __all__ = ["equalized_focal_loss", "equalized_focal_grad_stats", "EqualizedFocalLoss"]
 
@@ -50,7 +50,7 @@ def _check_hparams(gamma_b, scale_factor, alpha):
 @float32_compute
 def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                          neg_grad: Optional[Tensor] = None, gamma_b: float = 2.0,
-                         scale_factor: float = 8.0, alpha: float = 0.25, *,
+                         scale_factor: float = 8.0, alpha: float = 0.25, *, ignore_index: Optional[int] = -100,
                          weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Equalized Focal Loss (sigmoid), Li et al., "Equalized Focal Loss for Dense Long-Tailed
     Object Detection", CVPR 2022 (pure: statistics are arguments, see :class:`EqualizedFocalLoss`).
@@ -75,6 +75,8 @@ def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tenso
             target is all zeros; pass ``target`` as an ``(N, C)`` 0/1 matrix for that).
         target: class indices ``(N,)`` or a 0/1 float matrix ``(N, C)``.
         pos_grad, neg_grad: statistics ``(C,)`` or both ``None``.
+        ignore_index: index targets equal to it are skipped, as in ``F.cross_entropy``
+            (``None``: off; not used with matrix targets, whose all-zero rows are background).
 
     Example:
         >>> import torch
@@ -83,11 +85,12 @@ def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tenso
     """
     check_reduction(reduction)
     _check_hparams(gamma_b, scale_factor, alpha)
+    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
     y, c = _targets(input, target)
     check_stats(pos_grad, neg_grad, c)
     gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, input)
     loss = _terms(input, y, gamma, wf, float(alpha))[0].sum(1)
-    return reduce_loss(loss, reduction, weight)
+    return restore_rows(reduce_loss(loss, reduction, weight), keep, reduction)
 
 
 def _targets(input, target):
@@ -117,7 +120,8 @@ def _increments(input, y, gamma, wf, alpha):
 @torch.no_grad()
 def equalized_focal_grad_stats(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                                neg_grad: Optional[Tensor] = None, gamma_b: float = 2.0,
-                               scale_factor: float = 8.0, alpha: float = 0.25) -> Tuple[Tensor, Tensor]:
+                               scale_factor: float = 8.0, alpha: float = 0.25, *,
+                               ignore_index: Optional[int] = -100) -> Tuple[Tensor, Tensor]:
     r"""This batch's increments ``(pos_inc, neg_inc)`` of the EFL statistics.
 
     The magnitude of the gradient of the summed EFL w.r.t. each logit, split by positive /
@@ -126,6 +130,7 @@ def equalized_focal_grad_stats(input: Tensor, target: Tensor, pos_grad: Optional
     form, in sum units (ratios are unchanged).
     """
     _check_hparams(gamma_b, scale_factor, alpha)
+    input, target, _, _ = drop_ignored(input, target, None, ignore_index)
     y, c = _targets(input, target)
     check_stats(pos_grad, neg_grad, c)
     gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, input)
@@ -148,15 +153,17 @@ class EqualizedFocalLoss(GradStatsLoss):
     """
 
     def __init__(self, num_classes: int, gamma_b: float = 2.0, scale_factor: float = 8.0,
-                 alpha: float = 0.25, reduction: str = "mean") -> None:
-        super().__init__(num_classes, reduction)
+                 alpha: float = 0.25, ignore_index: Optional[int] = -100, reduction: str = "mean") -> None:
+        super().__init__(num_classes, reduction, ignore_index)
         _check_hparams(gamma_b, scale_factor, alpha)
         self.gamma_b, self.scale_factor, self.alpha = float(gamma_b), float(scale_factor), float(alpha)
 
     def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         if input.dim() != 2 or input.shape[1] != self.num_classes:
             raise ValueError(f"input must have shape (N, {self.num_classes}), got {tuple(input.shape)}")
-        return _forward(self, input, target, self.pos_grad.clone(), self.neg_grad.clone(), weight)
+        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
+        return restore_rows(_forward(self, input, target, self.pos_grad.clone(), self.neg_grad.clone(), weight),
+                            keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, gamma_b={self.gamma_b}, scale_factor={self.scale_factor}, "

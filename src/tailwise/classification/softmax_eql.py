@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_nonnegative, check_positive, check_reduction
 from ..registry import register_loss
-from ._grad_stats import GradStatsLoss, check_logits_target
+from ._grad_stats import GradStatsLoss, check_logits_target, drop_ignored, restore_rows
 
 __all__ = ["softmax_eql_loss", "softmax_eql_grad_stats", "SoftmaxEQLLoss"]
 
@@ -37,8 +37,8 @@ def _adjusted(input: Tensor, indicator: Optional[Tensor], tau: float, eps: float
 
 @float32_compute
 def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] = None,
-                     tau: float = 1.0, eps: float = 1e-4, *, weight: Optional[Tensor] = None,
-                     reduction: str = "mean") -> Tensor:
+                     tau: float = 1.0, eps: float = 1e-4, *, ignore_index: Optional[int] = -100,
+                     weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Softmax Equalization Loss (pure: the statistic is an argument).
 
     Cross-entropy on logits re-weighted by the accumulated gradient statistic
@@ -60,6 +60,7 @@ def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] 
         indicator: the per-class statistic :math:`G` ``(C,)``.
         tau: exponent :math:`\tau \ge 0` (METHODS.md's :math:`\pi`).
         eps: floor of :math:`G` (classes never seen keep :math:`\epsilon^\tau`).
+        ignore_index: rows with this label are skipped, as in ``F.cross_entropy`` (``None``: off).
 
     Example:
         >>> import torch
@@ -71,17 +72,19 @@ def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] 
     check_reduction(reduction)
     check_nonnegative(tau, "tau")
     check_positive(eps, "eps")
+    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
     n, c = check_logits_target(input, target)
     _check_indicator(indicator, c)
     logits = _adjusted(input, indicator, float(tau), float(eps))
     loss = F.cross_entropy(logits, target.long(), reduction="none")
-    return reduce_loss(loss, reduction, weight)
+    return restore_rows(reduce_loss(loss, reduction, weight), keep, reduction)
 
 
 @float32_compute
 @torch.no_grad()
 def softmax_eql_grad_stats(input: Tensor, target: Tensor, indicator: Optional[Tensor] = None,
-                           tau: float = 1.0, eps: float = 1e-4) -> Tuple[Tensor, Tensor]:
+                           tau: float = 1.0, eps: float = 1e-4, *,
+                           ignore_index: Optional[int] = -100) -> Tuple[Tensor, Tensor]:
     r"""This batch's increments ``(pos_inc, neg_inc)`` of the Softmax-EQL statistics.
 
     The gradient of the per-sample loss w.r.t. logit ``j`` is :math:`p_{ij} - y_{ij}` (with the
@@ -89,6 +92,7 @@ def softmax_eql_grad_stats(input: Tensor, target: Tensor, indicator: Optional[Te
     :math:`\Delta G^{neg}_j = \sum_{i: y_i \ne j} p_{ij}`. Sum units (the official code collects
     the logits' gradient of the batch-mean loss, i.e. these values divided by N).
     """
+    input, target, _, _ = drop_ignored(input, target, None, ignore_index)
     n, c = check_logits_target(input, target)
     _check_indicator(indicator, c)
     return _increments(_adjusted(input, indicator, float(tau), float(eps)), target.long())
@@ -122,17 +126,18 @@ class SoftmaxEQLLoss(GradStatsLoss):
     """
 
     def __init__(self, num_classes: int, tau: float = 1.0, eps: float = 1e-4, indicator: str = "pos",
-                 reduction: str = "mean") -> None:
-        super().__init__(num_classes, reduction)
+                 ignore_index: Optional[int] = -100, reduction: str = "mean") -> None:
+        super().__init__(num_classes, reduction, ignore_index)
         check_nonnegative(tau, "tau")
         check_positive(eps, "eps")
         check_choice(indicator, "indicator", _INDICATORS)
         self.tau, self.eps, self.indicator = float(tau), float(eps), indicator
 
     def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
         check_logits_target(input, target, num_columns=self.num_classes)
         stat = self.pos_grad if self.indicator == "pos" else self.neg_grad
-        return _forward(self, input, target, stat.clone(), weight)
+        return restore_rows(_forward(self, input, target, stat.clone(), weight), keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, tau={self.tau}, eps={self.eps}, "
