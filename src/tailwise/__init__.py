@@ -13,7 +13,8 @@ Example:
     tensor(1.)
 """
 
-from . import data, distributed, functional, metrics  # noqa: F401
+from . import data, distributed, functional, kernels, metrics  # noqa: F401
+from ._validation import validation  # noqa: F401
 from .boxes import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
 from .contrastive import *  # noqa: F401,F403

@@ -7,8 +7,10 @@ what was received, so a user can fix the call without reading tailwise's source.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Iterable, Optional, Sequence, Union
+import os
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -26,7 +28,76 @@ __all__ = [
     "check_class_counts",
     "check_class_indices",
     "check_weight",
+    "validation",
+    "validation_mode",
+    "host_value_checks",
+    "assert_values",
 ]
+
+_VALIDATE_ENV = "TAILWISE_VALIDATE"
+_VALIDATION_MODES = ("default", "full")
+_MODE: dict = {"value": None}
+
+
+def validation_mode() -> str:
+    """``"default"`` or ``"full"``: :func:`validation`'s, else ``$TAILWISE_VALIDATE``, else default."""
+    mode = _MODE["value"] or os.environ.get(_VALIDATE_ENV, "default").strip().lower() or "default"
+    if mode not in _VALIDATION_MODES:
+        raise ValueError(f"{_VALIDATE_ENV} must be one of {_VALIDATION_MODES}, got {mode!r}")
+    return mode
+
+
+@contextlib.contextmanager
+def validation(mode: str = "full") -> Iterator[None]:
+    """Choose how value checks run inside the block.
+
+    ``"default"``: metadata checks always; value checks (target range, unit norm, positive
+    counts, inverted boxes, ...) read values on the host only for eager CPU tensors, and become
+    device-side asserts (no host synchronisation) on CUDA and while ``torch.compile`` traces.
+    ``"full"``: every value check reads values on the host and raises the exact ``ValueError``,
+    on any device (it synchronises; for debugging).
+
+    Example:
+        >>> import tailwise
+        >>> with tailwise.validation("full"):
+        ...     pass
+    """
+    if mode not in _VALIDATION_MODES:
+        raise ValueError(f"mode must be one of {_VALIDATION_MODES}, got {mode!r}")
+    old = _MODE["value"]
+    _MODE["value"] = mode
+    try:
+        yield
+    finally:
+        _MODE["value"] = old
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def host_value_checks(*tensors) -> bool:
+    """True where a value check may read tensor values on the host (exact ``ValueError``).
+
+    That is: never while ``torch.compile`` traces; always in ``"full"`` validation mode; else
+    only when no tensor argument lives on an accelerator.
+    """
+    if _compiling():
+        return False
+    if validation_mode() == "full":
+        return True
+    return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
+
+
+def assert_values(ok: Tensor, message: str) -> None:
+    """Device-side form of a value check: fail asynchronously unless every element of ``ok`` is true.
+
+    No host synchronisation, and traceable by ``torch.compile(fullgraph=True)`` and CUDA graphs.
+    """
+    if ok.numel() != 1:
+        ok = ok.all()
+    torch._assert_async(ok.reshape(()), message)
 
 _REDUCTIONS = ("mean", "sum", "none")
 
