@@ -32,6 +32,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
+from .._validation import host_value_checks
 from ._geometry import check_pair, pair_terms
 
 __all__ = ["fused_box_loss", "set_box_backend", "get_box_backend"]
@@ -236,6 +237,10 @@ def fused_box_loss(pred: Tensor, target: Tensor, eps: float, kind: str,
 def checked_fused_box_loss(input: Tensor, target: Tensor, box_format: str, eps: float, validate: bool,
                            kind: str) -> Tensor:
     """Shape/dtype checks up front; box validity checked inside the kernel (see :func:`_forward`)."""
+    if validate and not host_value_checks(input, target):
+        # accelerators / tracing: device-side asserts up front, no host read of the kernel's check
+        p, t = check_pair(input, target, box_format, validate=True)
+        return fused_box_loss(p, t, eps, kind, on_invalid=None)
     p, t = check_pair(input, target, box_format, validate=False)
 
     def raise_exact() -> None:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_nonnegative, check_positive, check_reduction
+from .._validation import check_nonnegative, check_positive, check_reduction, assert_values, host_value_checks
 from ..registry import register_loss
 from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
@@ -102,7 +102,10 @@ def _targets(input, target):
         if target.shape != input.shape:
             raise ValueError(f"target must be class indices (N,) or a 0/1 matrix with input's shape "
                              f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
-        if bool(((target != 0) & (target != 1)).any()):
+        binary = (target == 0) | (target == 1)
+        if not host_value_checks(target):
+            assert_values(binary, "target given as a matrix must hold only 0 and 1")
+        elif not bool(binary.all()):
             raise ValueError("target given as a matrix must hold only 0 and 1")
         return target.to(input.dtype), input.shape[1]
     n, c = check_logits_target(input, target)
