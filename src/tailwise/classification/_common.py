@@ -63,6 +63,20 @@ def log_prior(class_counts, num_classes: int, *, like: Tensor) -> Tensor:
     return torch.log(counts / counts.sum()).to(dtype=like.dtype)
 
 
+def from_counts(class_counts, num_classes: int, like: Tensor, tag, fn) -> Tensor:
+    """``fn(counts)`` of validated float64 ``(C,)`` counts, as a tensor in ``like``'s dtype/device.
+
+    Per-class weights derived from ``class_counts`` (priors, IIF or class-balanced weights) are
+    computed where the counts live when they already are a tensor on ``like``'s device (a
+    module's buffer) or while compiling; host data is turned into weights on the host once per
+    device and cached (``tag`` names the derivation and its hyper-parameters).
+    """
+    if (isinstance(class_counts, Tensor) and class_counts.device == like.device) or torch.compiler.is_compiling():
+        return fn(check_class_counts(class_counts, num_classes, device=like.device)).to(dtype=like.dtype)
+    return cached_on_device(class_counts, like.device, ("from_counts", tag, num_classes, like.dtype),
+                            lambda c: fn(check_class_counts(c, num_classes)).to(dtype=like.dtype))
+
+
 def check_per_class(vec, num_classes: int, name: str, *, like: Tensor) -> Tensor:
     """A per-class vector (tensor or sequence) of length C, finite and non-negative.
 

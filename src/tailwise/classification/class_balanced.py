@@ -13,7 +13,7 @@ from .._base import Loss
 from .._precision import float32_compute
 from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, masked_reduce
+from ._common import check_index_target, check_logits, masked_reduce, from_counts
 from .focal import _SigmoidFocal
 
 __all__ = ["class_balanced_weights", "class_balanced_loss", "ClassBalancedLoss"]
@@ -78,7 +78,8 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     check_logits(input, exact_2d=loss_type != "softmax")
     gamma = check_nonnegative(gamma, "gamma")
     C = input.shape[1]
-    cb = class_balanced_weights(check_class_counts(class_counts, C), beta).to(input.dtype).to(input.device)
+    beta = check_probability(beta, "beta", open_high=True)
+    cb = from_counts(class_counts, C, input, ("class_balanced", beta), lambda n: class_balanced_weights(n, beta))
     if loss_type == "softmax":
         check_index_target(input, target, ignore_index=ignore_index)
         target = target.long()

@@ -9,9 +9,10 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import float32_compute
-from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
+from .._validation import (assert_values, check_choice, check_class_counts, check_nonnegative, check_probability,
+                           host_value_checks)
 from ..registry import register_loss
-from ._common import check_logits, class_view
+from ._common import check_logits, class_view, from_counts
 from .cross_entropy import cross_entropy_loss
 
 __all__ = ["IIF_VARIANTS", "iif_weights", "iif_loss", "IIFLoss"]
@@ -62,7 +63,10 @@ def iif_weights(class_counts, variant: str = "raw", norm: float = 0.0) -> Tensor
         w = torch.log2(total / n)
     else:
         w = torch.log10(total / n)
-    if not bool(torch.isfinite(w).all()):
+    if not host_value_checks(w):
+        assert_values(torch.isfinite(w), f"iif_weights variant {variant!r} is not finite for class_counts with a "
+                                         f"class holding all samples; use variant='smooth'")
+    elif not bool(torch.isfinite(w).all()):
         raise ValueError(f"iif_weights variant {variant!r} is not finite for class_counts with a class holding "
                          f"all samples; use variant='smooth'")
     if norm > 0:
@@ -86,7 +90,10 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
         >>> loss = tailwise.functional.iif_loss(z, y, [500, 50, 5], variant="smooth")
     """
     check_logits(input)
-    w = iif_weights(check_class_counts(class_counts, input.shape[1]), variant, norm)
+    check_choice(variant, "variant", IIF_VARIANTS)
+    norm = check_nonnegative(norm, "norm")
+    w = from_counts(class_counts, input.shape[1], input, ("iif", variant, norm),
+                    lambda n: iif_weights(n, variant, norm))
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight)
 
 
