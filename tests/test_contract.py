@@ -19,12 +19,14 @@ a family whose specs land later shows up as one failure, not dozens).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
 import torch
 
 import tailwise
+from tailwise._validation import _device_paths
 from tests.specs import all_specs
 
 SPECS = all_specs()
@@ -179,6 +181,83 @@ def test_fullgraph_compile(name):
     got = torch.compile(functional, fullgraph=True, backend="aot_eager")(*args, **kwargs)
     _close(got, spec.functional(*args, **kwargs, **spec.functional_kwargs), what="compiled functional vs eager")
     _grads(got, args, kwargs)
+
+
+@contextlib.contextmanager
+def _no_host_reads(monkeypatch):
+    """Make every Python-level read of tensor values on the host fail (a CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode("error")``): ``item``, ``tolist``, ``bool``/``int``/``float``
+    of a tensor, ``nonzero``, boolean-mask indexing, ``bincount``, ``unique``, ``masked_select``,
+    ``repeat_interleave`` without ``output_size``, ``.cpu()``, ``.numpy()``."""
+    def refuse(what):
+        def f(*args, **kwargs):
+            raise AssertionError(f"host read of tensor values: {what}")
+        return f
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy"):
+            m.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
+        for name in ("nonzero", "argwhere", "bincount", "unique", "unique_consecutive", "masked_select"):
+            m.setattr(torch, name, refuse(f"torch.{name}"))
+        getitem, ri = torch.Tensor.__getitem__, torch.repeat_interleave
+
+        def checked_getitem(self, index):
+            idx = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx):
+                raise AssertionError("host read of tensor values: boolean-mask indexing")
+            return getitem(self, index)
+
+        def checked_repeat_interleave(*args, **kwargs):
+            if isinstance(kwargs.get("repeats", args[1] if len(args) > 1 else None), torch.Tensor) \
+                    and kwargs.get("output_size") is None:
+                raise AssertionError("host read of tensor values: repeat_interleave without output_size")
+            return ri(*args, **kwargs)
+
+        m.setattr(torch.Tensor, "__getitem__", checked_getitem)
+        m.setattr(torch, "repeat_interleave", checked_repeat_interleave)
+        yield
+
+
+def test_no_host_reads_catches_host_reads(monkeypatch):
+    x = torch.randn(5)
+    for read in (lambda: bool(x.sum() > 0), lambda: x[x > 0], lambda: x.max().item(), lambda: float(x.sum()),
+                 lambda: torch.nonzero(x), lambda: x.nonzero(), lambda: torch.bincount(x.long().abs()),
+                 lambda: x.tolist(), lambda: torch.repeat_interleave(x, torch.ones(5, dtype=torch.long)),
+                 lambda: int(x.long().sum()), lambda: range(10)[x.long().sum()]):
+        with _no_host_reads(monkeypatch):
+            with pytest.raises(AssertionError, match="host read"):
+                read()
+    with _no_host_reads(monkeypatch):  # what stays allowed: slicing, integer-tensor indexing
+        x[1:3]
+        x[torch.tensor([0, 1])]
+        torch.repeat_interleave(x, torch.ones(5, dtype=torch.long), output_size=5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_device_paths_match_and_read_nothing_on_the_host(name, monkeypatch):
+    """The accelerator code paths (device-side asserts, masking), taken on CPU: same value and
+    gradient as the eager CPU paths, and no read of tensor values on the host in forward or
+    backward (module and functional, after one warm-up call that fills per-device caches)."""
+    spec = SPECS[name]
+    args, kwargs = _inputs(spec, N, "cpu")
+    mod = _module(name, spec, "cpu")
+    ref_mod = copy.deepcopy(mod)
+
+    def functional(*a, **k):
+        return spec.functional(*a, **k, **spec.functional_kwargs)
+
+    for fn, ref in ((mod, ref_mod), (functional, functional)):
+        ref(*args, **kwargs)  # the same number of calls on both sides: stateful modules update
+        want = ref(*args, **kwargs)
+        want_grads = _grads(want, args, kwargs)
+        with _device_paths():
+            fn(*args, **kwargs)  # warm-up
+            with _no_host_reads(monkeypatch):
+                got = fn(*args, **kwargs)
+                got_grads = _grads(got, args, kwargs)
+        _close(got, want, what="device paths vs eager CPU paths")
+        for a, b in zip(got_grads, want_grads):
+            _close(a, b, what="gradient, device paths vs eager CPU paths")
 
 
 # ----------------------------------------------------------------------------- CUDA only

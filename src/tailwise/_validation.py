@@ -37,7 +37,7 @@ __all__ = [
 
 _VALIDATE_ENV = "TAILWISE_VALIDATE"
 _VALIDATION_MODES = ("default", "full")
-_MODE: dict = {"value": None}
+_MODE: dict = {"value": None, "device_paths": False}
 
 
 def validation_mode() -> str:
@@ -88,7 +88,21 @@ def host_value_checks(*tensors) -> bool:
         return False
     if validation_mode() == "full":
         return True
+    if _MODE["device_paths"]:
+        return False
     return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
+
+
+@contextlib.contextmanager
+def _device_paths() -> Iterator[None]:
+    """Testing aid: take the accelerator code paths (device-side asserts, masking instead of
+    selection) for CPU tensors too, so CI can check them without a GPU."""
+    old = _MODE["device_paths"]
+    _MODE["device_paths"] = True
+    try:
+        yield
+    finally:
+        _MODE["device_paths"] = old
 
 
 def assert_values(ok: Tensor, message: str) -> None:
