@@ -103,11 +103,14 @@ def test_empty_batch(name, device):
     spec = SPECS[name]
     if not spec.empty_batch:
         pytest.skip(f"{name} needs a batch of at least {spec.min_batch}")
-    args, kwargs = _inputs(spec, 0, device)
-    loss = _module(name, spec, device)(*args, **kwargs)
-    assert loss.dim() == 0 and loss.item() == 0.0, loss
-    assert loss.grad_fn is not None
-    loss.backward()
+    for call in (_module(name, spec, device), lambda *a, **k: spec.functional(*a, **k, **spec.functional_kwargs)):
+        args, kwargs = _inputs(spec, 0, device)
+        loss = call(*args, **kwargs)
+        assert loss.dim() == 0 and loss.item() == 0.0, loss
+        assert loss.grad_fn is not None
+        loss.backward()
+        for t in _leaves(args, kwargs):
+            assert t.grad is not None and t.grad.shape == t.shape
 
 
 @pytest.mark.parametrize("device", DEVICES)
