@@ -12,7 +12,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
-                           check_probability, check_reduction)
+                           check_probability, check_reduction, host_value_checks)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
 from ..registry import register_loss
 
@@ -53,12 +53,13 @@ def simplex_etf(num_classes: int, dim: int, seed: int = 0, *, dtype: torch.dtype
 
 def _class_sums(features: Tensor, target: Tensor, num_classes: int, ignore_index: Optional[int]):
     """Per-class feature sums ``(K, D)`` and pixel counts ``(K,)``; ignored pixels are masked (not
-    removed: no data-dependent shapes, so no host sync and a traceable graph)."""
+    removed: no data-dependent shapes, so no host sync and a traceable graph). Eager CPU skips
+    the masking when nothing is ignored."""
     n, d = features.shape[:2]
     f = features.reshape(n, d, math.prod(features.shape[2:])).transpose(1, 2).reshape(-1, d)  # (N*L, D)
     t = target.reshape(-1).long()
     ones = f.new_ones(t.shape)
-    if ignore_index is not None:
+    if ignore_index is not None and (not host_value_checks(t) or not bool((t != ignore_index).all())):
         keep = t != ignore_index
         t = torch.where(keep, t, torch.zeros_like(t))
         f = torch.where(keep.unsqueeze(1), f, torch.zeros_like(f))  # where, not *: a NaN there stays out
