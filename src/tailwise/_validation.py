@@ -32,6 +32,7 @@ __all__ = [
     "validation",
     "validation_mode",
     "host_value_checks",
+    "host_selection",
     "assert_values",
 ]
 
@@ -92,6 +93,19 @@ def host_value_checks(*tensors) -> bool:
     if not _MODE["device_paths"] and not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors):
         return True
     return validation_mode() == "full"
+
+
+def host_selection(*tensors) -> bool:
+    """True where data-dependent selection (boolean masks, ``nonzero``, ``unique``) may be used.
+
+    That is eager mode with every tensor on the CPU, where it is the fastest form and costs no
+    synchronisation; on accelerators, while ``torch.compile`` traces and under the testing switch
+    :func:`_device_paths`, callers use their masked fixed-shape form. Unlike
+    :func:`host_value_checks` it does not depend on the validation mode.
+    """
+    if _compiling() or _MODE["device_paths"]:
+        return False
+    return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
 
 
 @contextlib.contextmanager

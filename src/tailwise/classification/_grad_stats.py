@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
-from .._validation import check_class_indices, check_floating, host_value_checks
+from .._validation import check_class_indices, check_floating, host_selection
 from ..distributed import all_reduce_sum
 
 __all__: list = []  # private helpers of the equalization losses
@@ -89,7 +89,7 @@ def drop_ignored(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore
             or input.dim() != 2 or input.shape[0] != target.shape[0]):
         return input, target, weight, None
     keep = target != ignore_index
-    if not host_value_checks(target, input):
+    if not host_selection(target, input):
         safe = torch.where(keep, target, torch.zeros_like(target))
         if input.shape[1] > 0:
             neutral = F.one_hot(safe.long(), input.shape[1]).to(input.dtype) * (2 * _NEUTRAL_LOGIT) - _NEUTRAL_LOGIT

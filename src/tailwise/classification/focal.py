@@ -17,7 +17,7 @@ from torch.autograd.function import once_differentiable
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import _check_number, check_nonnegative, check_same_shape, host_value_checks
+from .._validation import _check_number, check_nonnegative, check_same_shape, host_selection
 from ..registry import register_loss
 from ._common import check_index_target, check_logits, check_per_class, masked_reduce
 
@@ -115,7 +115,7 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
     target = target.long()
     valid = target != ignore_index
     # reading valid.all() on the host would synchronise on CUDA; there the mask is always passed
-    has_ignored = not bool(valid.all()) if host_value_checks(target) else True
+    has_ignored = not bool(valid.all()) if host_selection(target) else True
     y = torch.where(valid, target, torch.zeros_like(target)) if has_ignored else target
     a = _alpha_vector(alpha, C, input)
     alpha_y = a[y] if a is not None else None

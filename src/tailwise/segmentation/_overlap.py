@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._validation import (assert_values, check_choice, check_class_indices, check_floating, check_tensor,
-                           host_value_checks)
+                           host_selection, host_value_checks)
 
 MODES = ("multiclass", "multilabel", "binary")
 
@@ -144,7 +144,7 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         if ignore_index is not None:
             keep = t != ignore_index
             # on CUDA / while compiling the mask is always applied (same values, no host read)
-            if not host_value_checks(t) or not bool(keep.all()):
+            if not host_selection(t) or not bool(keep.all()):
                 mask = keep.to(x.dtype)
                 t = torch.where(keep, t, torch.zeros_like(t))
         t = t.long()
@@ -163,7 +163,7 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         m = None
         if ignore_index is not None:
             keep = y != ignore_index
-            if not host_value_checks(y) or not bool(keep.all()):
+            if not host_selection(y) or not bool(keep.all()):
                 m = keep.to(x.dtype)
                 y = y * m
         bad = (y < 0) | (y > 1)

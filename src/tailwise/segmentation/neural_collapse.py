@@ -12,7 +12,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
-                           check_probability, check_reduction, host_value_checks)
+                           check_probability, check_reduction, host_selection)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
 from ..registry import register_loss
 
@@ -59,7 +59,7 @@ def _class_sums(features: Tensor, target: Tensor, num_classes: int, ignore_index
     f = features.reshape(n, d, math.prod(features.shape[2:])).transpose(1, 2).reshape(-1, d)  # (N*L, D)
     t = target.reshape(-1).long()
     ones = f.new_ones(t.shape)
-    if ignore_index is not None and (not host_value_checks(t) or not bool((t != ignore_index).all())):
+    if ignore_index is not None and (not host_selection(t) or not bool((t != ignore_index).all())):
         keep = t != ignore_index
         t = torch.where(keep, t, torch.zeros_like(t))
         f = torch.where(keep.unsqueeze(1), f, torch.zeros_like(f))  # where, not *: a NaN there stays out
