@@ -35,7 +35,7 @@ def wiou_momentum(batches_per_epoch: int, epochs: int) -> float:
 
     Example:
         >>> round(wiou_momentum(890, 34), 8)
-        9.9e-05
+        9.899e-05
     """
     for name, v in (("batches_per_epoch", batches_per_epoch), ("epochs", epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
