@@ -25,3 +25,10 @@ from .tade import TADELoss, tade_inverse_prior, tade_test_time_weights  # noqa: 
 
 __all__ += ["EQLv2Loss", "SoftmaxEQLLoss", "EqualizedFocalLoss", "TADELoss", "tade_inverse_prior",
             "tade_test_time_weights"]
+
+# --- Difficulty-Net (difficulty_net.py) ---
+from .difficulty_net import (DifficultyNet, DifficultyNetLoss, difficulty_net_driver_loss,  # noqa: E402
+                             difficulty_net_step, difficulty_net_weights)
+
+__all__ += ["DifficultyNet", "DifficultyNetLoss", "difficulty_net_weights", "difficulty_net_driver_loss",
+            "difficulty_net_step"]
