@@ -32,3 +32,8 @@ from .difficulty_net import (DifficultyNet, DifficultyNetLoss, difficulty_net_dr
 
 __all__ += ["DifficultyNet", "DifficultyNetLoss", "difficulty_net_weights", "difficulty_net_driver_loss",
             "difficulty_net_step"]
+
+# --- BALLAD's balanced adapter (ballad.py) ---
+from .ballad import BalancedAdapter  # noqa: E402
+
+__all__ += ["BalancedAdapter"]

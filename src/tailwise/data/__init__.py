@@ -8,6 +8,7 @@
 Only torch, numpy and the standard library are imported.
 """
 
+from .class_aware import ClassAwareSampler
 from .cmo import CMOBatch, cmo_mix
 from .samplers import (ClassBalancedSampler, MinorityWeightedSampler, ProgressivelyBalancedSampler,
                        SquareRootSampler)
@@ -21,6 +22,7 @@ __all__ = [
     "SquareRootSampler",
     "ProgressivelyBalancedSampler",
     "MinorityWeightedSampler",
+    "ClassAwareSampler",
     "CMOBatch",
     "cmo_mix",
 ]
