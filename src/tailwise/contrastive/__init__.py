@@ -19,3 +19,7 @@ from .tsc import TSCLoss, assign_targets, linear_sum_assignment, tsc_targets
 __all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue",
            "TSCLoss", "ResComLoss", "tsc_targets", "assign_targets", "linear_sum_assignment",
            "rescom_class_weights", "hard_pair_mining"]
+
+from .boosted import BoostedCLLoss, MomentumLossTracker, momentum_weights  # noqa: E402
+
+__all__ += ["BoostedCLLoss", "MomentumLossTracker", "momentum_weights"]
