@@ -8,6 +8,7 @@
 Only torch, numpy and the standard library are imported.
 """
 
+from .boosted_augment import BoostedRandAugment, boosted_augment_params, boosted_magnitude
 from .class_aware import ClassAwareSampler
 from .cmo import CMOBatch, cmo_mix
 from .samplers import (ClassBalancedSampler, MinorityWeightedSampler, ProgressivelyBalancedSampler,
@@ -23,6 +24,9 @@ __all__ = [
     "ProgressivelyBalancedSampler",
     "MinorityWeightedSampler",
     "ClassAwareSampler",
+    "BoostedRandAugment",
+    "boosted_augment_params",
+    "boosted_magnitude",
     "CMOBatch",
     "cmo_mix",
 ]
