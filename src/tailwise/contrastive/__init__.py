@@ -23,3 +23,7 @@ __all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLL
 from .boosted import BoostedCLLoss, MomentumLossTracker, momentum_weights  # noqa: E402
 
 __all__ += ["BoostedCLLoss", "MomentumLossTracker", "momentum_weights"]
+
+from .propos import KMeansResult, ProPosLoss, cluster_centers, propos_perturb, spherical_kmeans  # noqa: E402
+
+__all__ += ["ProPosLoss", "propos_perturb", "spherical_kmeans", "KMeansResult", "cluster_centers"]

@@ -15,3 +15,7 @@ __all__ = ["info_nce_loss", "supcon_loss", "dcl_loss", "dclw_loss", "paco_loss",
 from .boosted import boosted_cl_loss, momentum_weights  # noqa: E402
 
 __all__ += ["boosted_cl_loss", "momentum_weights"]
+
+from .propos import prototype_scattering_loss, propos_loss  # noqa: E402
+
+__all__ += ["propos_loss", "prototype_scattering_loss"]
