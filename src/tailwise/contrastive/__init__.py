@@ -27,3 +27,7 @@ __all__ += ["BoostedCLLoss", "MomentumLossTracker", "momentum_weights"]
 from .propos import KMeansResult, ProPosLoss, cluster_centers, propos_perturb, spherical_kmeans  # noqa: E402
 
 __all__ += ["ProPosLoss", "propos_perturb", "spherical_kmeans", "KMeansResult", "cluster_centers"]
+
+from .cp2 import CopyPasteViews, CP2Loss, copy_paste_views, cp2_pool  # noqa: E402
+
+__all__ += ["CP2Loss", "copy_paste_views", "CopyPasteViews", "cp2_pool"]

@@ -19,3 +19,7 @@ __all__ += ["boosted_cl_loss", "momentum_weights"]
 from .propos import prototype_scattering_loss, propos_loss  # noqa: E402
 
 __all__ += ["propos_loss", "prototype_scattering_loss"]
+
+from .cp2 import cp2_loss  # noqa: E402
+
+__all__ += ["cp2_loss"]
