@@ -105,3 +105,10 @@ def test_copy_paste_views_and_module_queue():
     torch.testing.assert_close(crit.queue.keys[:2], tailwise.cp2_pool(k, m))
     with pytest.raises(ValueError, match="stride"):
         tailwise.copy_paste_views(fg, fg, bg, bg, stride=0)
+
+
+def test_empty_batch_gives_zero_with_grad():
+    q = torch.zeros(0, 4, 3, 3, requires_grad=True)
+    m = torch.zeros(0, 3, 3)
+    out = cp2_loss(q, torch.zeros(0, 4, 3, 3), m, m, F.normalize(torch.randn(5, 4), dim=1))
+    assert out.item() == 0.0 and out.grad_fn is not None

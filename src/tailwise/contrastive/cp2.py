@@ -98,7 +98,7 @@ def cp2_loss(q_dense: Tensor, k_dense: Tensor, mask_q: Tensor, mask_k: Tensor, q
         # zero vector, whose logits are all 0: finite, where the official code gives NaN)
         pos = (q_ins * k_ins).sum(1, keepdim=True)
         logits = torch.cat([pos, q_ins @ queue.detach().to(q_ins.dtype).t()], 1) / t
-        ins = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+        ins = (torch.logsumexp(logits, 1) - logits[:, 0]).sum() / max(q_ins.shape[0], 1)
     q = F.normalize(q_dense.flatten(2), dim=1)
     k = F.normalize(k_dense.flatten(2), dim=1)
     logp = torch.log_softmax(torch.einsum("bcx,bcy->bxy", q, k), dim=1)  # softmax over query pixels x
