@@ -33,3 +33,15 @@ from .seesaw import SeesawLoss  # noqa: E402
 
 __all__ += ["LDAMLoss", "NormedLinear", "drw_weights", "ldam_margins", "SeesawLoss", "LearnableWeightScaling",
             "tau_normalize"]
+
+# --- Difficulty-Net (difficulty_net.py) ---
+from .difficulty_net import (DifficultyNet, DifficultyNetLoss, difficulty_net_driver_loss,  # noqa: E402
+                             difficulty_net_step, difficulty_net_weights)
+
+__all__ += ["DifficultyNet", "DifficultyNetLoss", "difficulty_net_weights", "difficulty_net_driver_loss",
+            "difficulty_net_step"]
+
+# --- BALLAD's balanced adapter (ballad.py) ---
+from .ballad import BalancedAdapter  # noqa: E402
+
+__all__ += ["BalancedAdapter"]

@@ -31,3 +31,8 @@ from .ldam import drw_weights, ldam_loss, ldam_margins  # noqa: E402
 from .seesaw import seesaw_detection_loss, seesaw_loss  # noqa: E402
 
 __all__ += ["ldam_loss", "ldam_margins", "drw_weights", "seesaw_loss", "seesaw_detection_loss", "tau_normalize"]
+
+# --- Difficulty-Net ---
+from .difficulty_net import difficulty_net_driver_loss, difficulty_net_loss, difficulty_net_weights  # noqa: E402
+
+__all__ += ["difficulty_net_loss", "difficulty_net_weights", "difficulty_net_driver_loss"]
