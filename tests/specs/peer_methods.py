@@ -51,6 +51,12 @@ def _boxes3d(n, device, dtype, g):
     return (p, t), {}
 
 
+def _ntxent(n, device, dtype, g):
+    z = torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=-1)
+    z = z.to(device=device, dtype=dtype).requires_grad_(True)
+    return (z, torch.randint(0, 3, (n,), generator=g).to(device)), {}
+
+
 SPECS = {
     "ldam": LossSpec(make=_ldam, functional=TF.ldam_loss, module_kwargs={"class_counts": _COUNTS},
                      functional_kwargs={"class_counts": _COUNTS}, needs_class_counts=True),
@@ -61,4 +67,5 @@ SPECS = {
     "wiou": LossSpec(make=_boxes, functional=None, module_kwargs={"version": "v3"}, stateful=True),
     "iou_3d": LossSpec(make=_boxes3d, functional=TF.iou_3d_loss),
     "giou_3d": LossSpec(make=_boxes3d, functional=TF.giou_3d_loss),
+    "ntxent": LossSpec(make=_ntxent, functional=TF.ntxent_loss, pairwise=True, reductions=("mean",)),
 }
