@@ -71,23 +71,47 @@ def _close(a, b, *, rtol=1e-4, atol=1e-5, what=""):
 _PENDING_SPEC_FAMILIES = {"contrastive", "ranking"}
 
 
-def test_every_registry_name_has_a_spec():
+def _family(name):
+    return tailwise.registry.get_loss_class(name).__module__.split(".")[1]
+
+
+def _pending_family(name):
+    """True for a loss of a family whose contract work lands on another branch (see above)."""
     import importlib.util
 
+    fam = _family(name)
+    return fam in _PENDING_SPEC_FAMILIES and importlib.util.find_spec(f"tests.specs.{fam}") is None
+
+
+def _xfail_if_pending(name):
+    if _pending_family(name):
+        pytest.xfail(f"{name}: the {_family(name)} family's sync-free/compile work lands with its specs")
+
+
+def test_every_registry_name_has_a_spec():
     unknown = sorted(set(SPECS) - set(REGISTRY))
     assert not unknown, f"specs for names that are not registered: {unknown}"
     missing = sorted(set(REGISTRY) - set(SPECS))
-    family = {n: tailwise.registry.get_loss_class(n).__module__.split(".")[1] for n in missing}
-    pending = {n for n in missing if family[n] in _PENDING_SPEC_FAMILIES
-               and importlib.util.find_spec(f"tests.specs.{family[n]}") is None}
+    family = {n: _family(n) for n in missing}
+    pending = {n for n in missing if _pending_family(n)}
     assert not set(missing) - pending, f"registry names without a LossSpec in tests/specs/: " \
                                        f"{sorted(set(missing) - pending)}"
     if pending:
         pytest.xfail(f"specs of {sorted({family[n] for n in pending})} not landed yet: {sorted(pending)}")
 
 
-def test_specs_name_a_functional():
-    assert [n for n in NAMES if SPECS[n].functional is None] == []
+def _functional(spec):
+    """The spec's functional with its extra keyword arguments, or None (stateful losses whose
+    functional takes state the module keeps, e.g. a per-sample tracker)."""
+    if spec.functional is None:
+        return None
+    return lambda *a, **k: spec.functional(*a, **k, **spec.functional_kwargs)
+
+
+def _calls(name, spec, device):
+    """The module and, when the spec names one, the functional."""
+    fn = _functional(spec)
+    return [_module(name, spec, device)] + ([fn] if fn is not None else [])
 
 
 # ----------------------------------------------------------------------------- every device
@@ -98,7 +122,9 @@ def test_reductions(name, device):
     args, kwargs = _inputs(spec, N, device)
     out = {}
     for r in spec.reductions:
-        loss = _module(name, spec, device, reduction=r)(*args, **kwargs)
+        # a loss with only a mean may not take a reduction argument at all
+        extra = {"reduction": r} if len(spec.reductions) > 1 else {}
+        loss = _module(name, spec, device, **extra)(*args, **kwargs)
         assert loss.dtype == torch.float32, (r, loss.dtype)
         assert torch.isfinite(loss).all(), (r, loss)
         assert loss.grad_fn is not None, r
@@ -117,7 +143,7 @@ def test_empty_batch(name, device):
     spec = SPECS[name]
     if not spec.empty_batch:
         pytest.skip(f"{name} needs a batch of at least {spec.min_batch}")
-    for call in (_module(name, spec, device), lambda *a, **k: spec.functional(*a, **k, **spec.functional_kwargs)):
+    for call in _calls(name, spec, device):
         args, kwargs = _inputs(spec, 0, device)
         loss = call(*args, **kwargs)
         assert loss.dim() == 0 and loss.item() == 0.0, loss
@@ -146,6 +172,8 @@ def test_bf16_autocast(name, device):
 @pytest.mark.parametrize("name", NAMES)
 def test_functional_matches_module(name, device):
     spec = SPECS[name]
+    if spec.functional is None:
+        pytest.skip(f"{name}: the spec names no functional")
     args, kwargs = _inputs(spec, N, device)
     mod_loss = _module(name, spec, device)(*args, **kwargs)
     fn_loss = spec.functional(*args, **kwargs, **spec.functional_kwargs)
@@ -180,6 +208,7 @@ def test_state_dict_round_trip(name, device):
 def test_fullgraph_compile(name):
     """``torch.compile(fullgraph=True)`` traces the module's and the functional's forward and backward."""
     spec = SPECS[name]
+    _xfail_if_pending(name)
     if not spec.compile_fullgraph:
         pytest.skip(f"{name} is declared not to trace with fullgraph=True")
     torch._dynamo.reset()
@@ -192,12 +221,11 @@ def test_fullgraph_compile(name):
     for a, b in zip(_grads(got, args, kwargs), _grads(want, args, kwargs)):
         _close(a, b, what="compiled module gradient vs eager")
 
-    def functional(*a, **k):
-        return spec.functional(*a, **k, **spec.functional_kwargs)
-
-    got = torch.compile(functional, fullgraph=True, backend="aot_eager")(*args, **kwargs)
-    _close(got, spec.functional(*args, **kwargs, **spec.functional_kwargs), what="compiled functional vs eager")
-    _grads(got, args, kwargs)
+    functional = _functional(spec)
+    if functional is not None:
+        got = torch.compile(functional, fullgraph=True, backend="aot_eager")(*args, **kwargs)
+        _close(got, functional(*args, **kwargs), what="compiled functional vs eager")
+        _grads(got, args, kwargs)
 
 
 @contextlib.contextmanager
@@ -256,14 +284,14 @@ def test_device_paths_match_and_read_nothing_on_the_host(name, monkeypatch):
     gradient as the eager CPU paths, and no read of tensor values on the host in forward or
     backward (module and functional, after one warm-up call that fills per-device caches)."""
     spec = SPECS[name]
+    _xfail_if_pending(name)
     args, kwargs = _inputs(spec, N, "cpu")
     mod = _module(name, spec, "cpu")
     ref_mod = copy.deepcopy(mod)
 
-    def functional(*a, **k):
-        return spec.functional(*a, **k, **spec.functional_kwargs)
-
-    for fn, ref in ((mod, ref_mod), (functional, functional)):
+    functional = _functional(spec)
+    pairs = [(mod, ref_mod)] + ([(functional, functional)] if functional is not None else [])
+    for fn, ref in pairs:
         ref(*args, **kwargs)  # the same number of calls on both sides: stateful modules update
         want = ref(*args, **kwargs)
         want_grads = _grads(want, args, kwargs)
@@ -290,10 +318,13 @@ def _cuda_args(args, kwargs):
 @pytest.mark.parametrize("name", NAMES)
 def test_cpu_matches_cuda(name):
     spec = SPECS[name]
+    _xfail_if_pending(name)
     args, kwargs = _inputs(spec, N, "cpu")
     cargs, ckwargs = _cuda_args(args, kwargs)
-    for make in (lambda dev: _module(name, spec, dev),
-                 lambda dev: (lambda *a, **k: spec.functional(*a, **k, **spec.functional_kwargs))):
+    makers = [lambda dev: _module(name, spec, dev)]
+    if spec.functional is not None:
+        makers.append(lambda dev: _functional(spec))
+    for make in makers:
         lc = make("cpu")(*args, **kwargs)
         lg = make("cuda")(*cargs, **ckwargs)
         _close(lg, lc, rtol=1e-4, atol=1e-5, what="CUDA vs CPU value")
@@ -307,6 +338,7 @@ def test_cpu_matches_cuda(name):
 def test_no_host_sync_cuda(name):
     """Forward + backward make no device-to-host synchronisation (after one warm-up call)."""
     spec = SPECS[name]
+    _xfail_if_pending(name)
     mod = _module(name, spec, "cuda")
 
     def step(fn):
@@ -318,7 +350,7 @@ def test_no_host_sync_cuda(name):
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    for fn in (mod, lambda *a, **k: spec.functional(*a, **k, **spec.functional_kwargs)):
+    for fn in [mod] + ([_functional(spec)] if spec.functional is not None else []):
         args, kwargs = _inputs(spec, N, "cuda", seed=5)
         fn(*args, **kwargs).backward()  # warm-up: lazy CUDA init, per-device caches of class_counts
         step(fn)
@@ -329,6 +361,7 @@ def test_no_host_sync_cuda(name):
 def test_cuda_graph_capture(name):
     """Forward + backward capture into one CUDA graph and replay to the eager result."""
     spec = SPECS[name]
+    _xfail_if_pending(name)
     mod = _module(name, spec, "cuda")
     if spec.stateful:
         mod.eval()  # frozen statistics: every replay computes the same loss as eager
