@@ -134,7 +134,8 @@ class PaCoLoss(Loss):
     ``center_inputs @ centers.T + bias`` (``center_inputs`` default: ``features``; GPaCo feeds the
     backbone's pooled features here, ``(N, F)`` or ``(N, V, F)``). ``centers`` and ``bias`` are
     parameters (in ``state_dict``); train them with the model. ``queue`` may be a labelled
-    :class:`MemoryQueue`. See :func:`tailwise.functional.paco_loss`.
+    :class:`MemoryQueue`. ``seed`` (optional) makes the centres' initialisation (``nn.Linear``'s
+    uniform rule) deterministic. See :func:`tailwise.functional.paco_loss`.
 
     Example:
         >>> import torch, torch.nn.functional as F, tailwise
@@ -146,11 +147,19 @@ class PaCoLoss(Loss):
     def __init__(self, num_classes: int, in_features: int, class_counts=None, alpha: float = 0.05,
                  beta: float = 1.0, gamma: float = 1.0, temperature: float = 0.2,
                  base_temperature: Optional[float] = None, supt: float = 1.0, smoothing: float = 0.0,
-                 normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean") -> None:
+                 normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean",
+                 seed: Optional[int] = None) -> None:
         super().__init__(reduction)
-        lin = nn.Linear(in_features, num_classes)
-        self.centers = nn.Parameter(lin.weight.detach().clone())
-        self.bias = nn.Parameter(lin.bias.detach().clone())
+        if seed is None:
+            lin = nn.Linear(in_features, num_classes)
+            centers, bias = lin.weight.detach().clone(), lin.bias.detach().clone()
+        else:  # nn.Linear's default init, U(-1/sqrt(F), 1/sqrt(F)), from a private generator
+            g = torch.Generator().manual_seed(seed)
+            bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+            centers = (torch.rand(num_classes, in_features, generator=g) * 2 - 1) * bound
+            bias = (torch.rand(num_classes, generator=g) * 2 - 1) * bound
+        self.centers = nn.Parameter(centers)
+        self.bias = nn.Parameter(bias)
         if class_counts is not None:
             self.register_buffer("class_counts", check_class_counts(class_counts, num_classes).float())
         else:

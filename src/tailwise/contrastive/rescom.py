@@ -115,6 +115,7 @@ def _class_weights_on(class_counts, beta: float, device) -> Tensor:
     return hit
 
 
+@float32_compute
 def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, num_positives, num_negatives,
             temperature, normalize, gather_distributed, weight, reduction, chunk_size):
     t = check_positive(temperature, "temperature")
@@ -143,7 +144,12 @@ def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, nu
         hp, hn = hard_pair_mining(sim, a_lab[:, None] == ql[None, :].to(a_lab.device), num_positives, num_negatives,
                                   valid=None if queue_mask is None else queue_mask.to(sim.device))
         sel = torch.cat([hp, hn], 1)
-        lse = torch.logaddexp(lse, torch.logsumexp(sel, 1))
+        if queue_mask is None:
+            lse = torch.logaddexp(lse, torch.logsumexp(sel, 1))
+        else:
+            # one logsumexp with the in-batch term as a column: a row whose queue columns are all
+            # masked (-inf) then has a finite gradient (logsumexp of all -inf has a NaN one)
+            lse = torch.logsumexp(torch.cat([lse.unsqueeze(1), sel], 1), 1)
         ok = torch.isfinite(hp)
         pos_sum = pos_sum + torch.where(ok, hp, torch.zeros_like(hp)).sum(1)
         cnt = cnt + ok.sum(1).to(cnt.dtype)
