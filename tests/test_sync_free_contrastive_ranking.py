@@ -109,7 +109,7 @@ def test_ranking_modules_masked_queue_matches_selection(cls, kw):
 
 
 def test_soft_rank_op_forms_agree_and_gradcheck():
-    assert tailwise.kernels.list_ops()["soft_rank"]["losses"] == ["smooth_ap"]
+    assert tailwise.kernels.list_ops()["soft_rank"]["losses"] == ["smooth_ap", "pauc_at_budget"]
     x = torch.randn(2, 9, dtype=torch.float64, requires_grad=True)
     a = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
     w = (torch.rand(2, 9, 3, dtype=torch.float64) < 0.6).double()

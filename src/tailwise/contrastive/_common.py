@@ -147,13 +147,12 @@ def check_features(features: Tensor, name: str = "features", *, ndim=(2, 3),
         return F.normalize(features, dim=-1)
     if features.numel():
         norms = features.detach().norm(dim=-1)
-        bad = (norms - 1).abs() > NORM_TOL
         if not host_value_checks(features):
             # the negated form also fails on NaN norms
             assert_values(((norms - 1).abs() <= NORM_TOL).all(),
                           f"{name} must be L2-normalised along the last dimension (|norm - 1| <= {NORM_TOL}); "
                           f"normalise them (torch.nn.functional.normalize(x, dim=-1)) or pass normalize=True")
-        elif bool(bad.any()) or not bool(torch.isfinite(norms).all()):
+        elif bool(((norms - 1).abs() > NORM_TOL).any()) or not bool(torch.isfinite(norms).all()):
             raise ValueError(
                 f"{name} must be L2-normalised along the last dimension (|norm - 1| <= {NORM_TOL}), got "
                 f"norms in [{norms.min().item():.4g}, {norms.max().item():.4g}]; normalise them "

@@ -143,9 +143,13 @@ class MemoryQueue(nn.Module):
             labels = None if labels is None else labels[-self.capacity:]
             n = self.capacity
         pos = (self.ptr + torch.arange(n, device=keys.device)) % self.capacity
-        self.queue[pos] = keys
-        self.queue_labels[pos] = -1 if labels is None else labels
-        self.filled[pos] = True
+        # index_copy_ / index_fill_: distinct positions, no host synchronisation
+        self.queue.index_copy_(0, pos, keys)
+        if labels is None:
+            self.queue_labels.index_fill_(0, pos, -1)
+        else:
+            self.queue_labels.index_copy_(0, pos, labels)
+        self.filled.index_fill_(0, pos, True)
         self.ptr.copy_((self.ptr + n) % self.capacity)
 
     def _enqueue_balanced(self, keys: Tensor, labels: Tensor, mask: Optional[Tensor]) -> None:

@@ -1,4 +1,5 @@
-"""``soft_rank``: sigmoid-relaxed ranks of anchors among scores (Smooth-AP's inner loop).
+"""``soft_rank``: sigmoid-relaxed ranks of anchors among scores (Smooth-AP's inner loop, and the
+band sum of the sigmoid pAUC surrogate in its masked form).
 
 Two forms, one op (``dispatch("soft_rank", x, anchors, tau[, weight])``):
 
@@ -9,7 +10,8 @@ Two forms, one op (``dispatch("soft_rank", x, anchors, tau[, weight])``):
   weight[b, j, r] sigmoid((x[b, j] - a[b, k]) / tau)``, :class:`_WeightedSoftRank`. Fixed shapes
   (rows are masked by zero weights instead of being selected), row-chunked, and backward
   recomputes each block, so memory is one ``(B, chunk, M)`` block: the form used on accelerators
-  and under ``torch.compile`` (no host synchronisation, capturable by CUDA graphs).
+  and under ``torch.compile`` (no host synchronisation, capturable by CUDA graphs). The block
+  product is a ``bmm``, so it follows ``torch.backends.cuda.matmul.allow_tf32`` on CUDA.
 
 When anchor ``k`` is itself one of the ``x`` with weight 1, its own term is exactly 1/2, so the
 rank is ``1 + sum_{j != k}`` as in the Smooth-AP paper, and its gradient cancels.
@@ -152,4 +154,4 @@ def soft_rank(x: Tensor, anchors: Optional[Tensor], tau: float, weight: Optional
     return dispatch("soft_rank", x, anchors, tau, weight)
 
 
-register_op("soft_rank", torch=soft_rank_torch, losses=("smooth_ap",))
+register_op("soft_rank", torch=soft_rank_torch, losses=("smooth_ap", "pauc_at_budget"))

@@ -12,6 +12,8 @@ from .._precision import float32_compute
 from .._validation import check_choice, check_nonnegative, check_positive, check_probability
 from ..registry import register_loss
 from ..contrastive._common import host_selection
+from ..kernels import dispatch
+from ..kernels import soft_rank as _soft_rank  # noqa: F401 - registers the "soft_rank" op
 from ._common import check_queue, gather, per_class_mean, pool, prepare, reduce_classes, warn_once
 from ._module import QueuedRankingLoss
 
@@ -60,10 +62,13 @@ def _pauc_masked(s, p, w, v, alpha, beta, temperature, surrogate, margin):
     valid = (pf.sum(0) > 0) & (neg.sum(0) > 0)
     idx, omega = _band(s, neg, alpha, beta, _band_width(m, alpha, beta))
     negs = s.gather(0, idx)                                      # (B, C), carries gradient
-    d = s.unsqueeze(1) - negs.unsqueeze(0)                       # (M, B, C): every row against the band
     if surrogate == "sigmoid":
-        per_row = (torch.sigmoid(d / temperature) * omega).sum(1)
+        # sum_b omega_b sigmoid((s_i - n_b) / tau) is a weighted soft rank of -s_i among -n_b:
+        # the chunked op keeps memory at one block instead of (M, B, C) saved for backward
+        r = dispatch("soft_rank", -negs.t(), -s.t(), temperature, omega.t().unsqueeze(2))
+        per_row = (r[..., 0] - 0.5).t()
     else:
+        d = s.unsqueeze(1) - negs.unsqueeze(0)                   # (M, B, C): every row against the band
         per_row = ((margin - d).clamp_min(0).square() * omega).sum(1)
     wk = pf.to(s.dtype) * w.unsqueeze(1)
     value = (per_row * wk).sum(0) / wk.sum(0).clamp_min(torch.finfo(s.dtype).tiny)
