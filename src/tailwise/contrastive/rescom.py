@@ -49,7 +49,7 @@ def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int]
     k = sim.shape[1]
     kp = k if num_positives is None else min(int(num_positives), k)
     kn = k if num_negatives is None else min(int(num_negatives), k)
-    inf = torch.tensor(float("inf"), dtype=sim.dtype, device=sim.device)
+    inf = sim.new_full((), float("inf"))  # a device fill, not a host->device copy
     negative = ~positive
     if valid is not None:
         positive = positive & valid
