@@ -217,6 +217,12 @@ def test_contrastive_modules_masked_queue_matches_selection():
     paco = tailwise.PaCoLoss(num_classes=3, in_features=8).double()
     for fn in (lambda u: paco(u, Y3, queue=qb), lambda u: tailwise.InfoNCELoss()(u, qi)):
         _same_both_ways(fn, z, atol=1e-12)
+    cp2 = tailwise.CP2Loss(queue_size=6, dim=8).double().eval()
+    cp2.queue.enqueue(unit(4, 8))
+    k, m = torch.randn(2, 8, 3, 3, dtype=torch.float64), (torch.rand(2, 3, 3) > 0.3).double()
+    _same_both_ways(lambda u: cp2(u, k, m, m), torch.randn(2, 8, 3, 3, dtype=torch.float64), atol=1e-12)
+    cp2.queue.reset()  # empty queue: instance term 0 either way
+    _same_both_ways(lambda u: cp2(u, k, m, m), torch.randn(2, 8, 3, 3, dtype=torch.float64), atol=1e-12)
 
 
 def test_tsc_centroid_update_matches_per_class_loop():
