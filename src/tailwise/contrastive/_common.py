@@ -55,6 +55,12 @@ def _compiling() -> bool:
     return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
+try:  # the library-wide predicate (and its testing switch) where _validation provides one
+    from .._validation import host_selection as _shared_host_selection
+except ImportError:  # pragma: no cover - older _validation
+    _shared_host_selection = None
+
+
 def host_selection(*tensors) -> bool:
     """True where data-dependent selection (``unique``, ``nonzero``, boolean masks) may be used.
 
@@ -62,7 +68,11 @@ def host_selection(*tensors) -> bool:
     device synchronisation. On accelerators and while ``torch.compile`` traces, the callers use
     their masked, fixed-shape form instead (no host sync, capturable by CUDA graphs).
     """
-    if _MASKED["force"] or _compiling():
+    if _MASKED["force"]:
+        return False
+    if _shared_host_selection is not None:
+        return _shared_host_selection(*tensors)
+    if _compiling():
         return False
     return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
 

@@ -203,7 +203,9 @@ class CP2Loss(Loss):
     """
 
     def __init__(self, queue_size: int = 65536, dim: int = 128, temperature: float = 0.2,
-                 dense_weight: float = 0.2) -> None:
+                 dense_weight: float = 0.2, reduction: str = "mean") -> None:
+        if reduction != "mean":  # accepted for build_loss(..., reduction=)
+            raise ValueError(f"CP2Loss supports reduction='mean' only, got {reduction!r}")
         super().__init__("mean")
         self.queue = MemoryQueue(queue_size, dim)
         self.temperature = check_positive(temperature, "temperature")

@@ -211,7 +211,9 @@ class ProPosLoss(Loss):
     """
 
     def __init__(self, num_clusters: int, temperature: float = 0.5, cluster_weight: float = 0.1,
-                 gather_distributed: bool = False) -> None:
+                 gather_distributed: bool = False, reduction: str = "mean") -> None:
+        if reduction != "mean":  # accepted for build_loss(..., reduction=)
+            raise ValueError(f"ProPosLoss supports reduction='mean' only, got {reduction!r}")
         super().__init__("mean")
         self.num_clusters = num_clusters
         self.temperature = check_positive(temperature, "temperature")
