@@ -65,39 +65,11 @@ def _close(a, b, *, rtol=1e-4, atol=1e-5, what=""):
                                equal_nan=False, msg=lambda m: f"{what}: {m}")
 
 
-# Families whose tests/specs/<family>.py is written on another branch (helper "sync2"). Only
-# consulted while that spec module does not exist; once it lands the check is strict for them
-# too, and this set can be emptied.
-_PENDING_SPEC_FAMILIES = {"contrastive", "ranking"}
-
-
-def _family(name):
-    return tailwise.registry.get_loss_class(name).__module__.split(".")[1]
-
-
-def _pending_family(name):
-    """True for a loss of a family whose contract work lands on another branch (see above)."""
-    import importlib.util
-
-    fam = _family(name)
-    return fam in _PENDING_SPEC_FAMILIES and importlib.util.find_spec(f"tests.specs.{fam}") is None
-
-
-def _xfail_if_pending(name):
-    if _pending_family(name):
-        pytest.xfail(f"{name}: the {_family(name)} family's sync-free/compile work lands with its specs")
-
-
 def test_every_registry_name_has_a_spec():
-    unknown = sorted(set(SPECS) - set(REGISTRY))
-    assert not unknown, f"specs for names that are not registered: {unknown}"
     missing = sorted(set(REGISTRY) - set(SPECS))
-    family = {n: _family(n) for n in missing}
-    pending = {n for n in missing if _pending_family(n)}
-    assert not set(missing) - pending, f"registry names without a LossSpec in tests/specs/: " \
-                                       f"{sorted(set(missing) - pending)}"
-    if pending:
-        pytest.xfail(f"specs of {sorted({family[n] for n in pending})} not landed yet: {sorted(pending)}")
+    unknown = sorted(set(SPECS) - set(REGISTRY))
+    assert not missing, f"registry names without a LossSpec in tests/specs/: {missing}"
+    assert not unknown, f"specs for names that are not registered: {unknown}"
 
 
 def _functional(spec):
@@ -208,7 +180,6 @@ def test_state_dict_round_trip(name, device):
 def test_fullgraph_compile(name):
     """``torch.compile(fullgraph=True)`` traces the module's and the functional's forward and backward."""
     spec = SPECS[name]
-    _xfail_if_pending(name)
     if not spec.compile_fullgraph:
         pytest.skip(f"{name} is declared not to trace with fullgraph=True")
     torch._dynamo.reset()
@@ -285,7 +256,6 @@ def test_device_paths_match_and_read_nothing_on_the_host(name, monkeypatch):
     gradient as the eager CPU paths, and no read of tensor values on the host in forward or
     backward (module and functional, after one warm-up call that fills per-device caches)."""
     spec = SPECS[name]
-    _xfail_if_pending(name)
     args, kwargs = _inputs(spec, N, "cpu")
     mod = _module(name, spec, "cpu")
     ref_mod = copy.deepcopy(mod)
@@ -319,7 +289,6 @@ def _cuda_args(args, kwargs):
 @pytest.mark.parametrize("name", NAMES)
 def test_cpu_matches_cuda(name):
     spec = SPECS[name]
-    _xfail_if_pending(name)
     args, kwargs = _inputs(spec, N, "cpu")
     cargs, ckwargs = _cuda_args(args, kwargs)
     makers = [lambda dev: _module(name, spec, dev)]
@@ -339,7 +308,6 @@ def test_cpu_matches_cuda(name):
 def test_no_host_sync_cuda(name):
     """Forward + backward make no device-to-host synchronisation (after one warm-up call)."""
     spec = SPECS[name]
-    _xfail_if_pending(name)
     mod = _module(name, spec, "cuda")
 
     def step(fn):
@@ -362,7 +330,6 @@ def test_no_host_sync_cuda(name):
 def test_cuda_graph_capture(name):
     """Forward + backward capture into one CUDA graph and replay to the eager result."""
     spec = SPECS[name]
-    _xfail_if_pending(name)
     mod = _module(name, spec, "cuda")
     if spec.stateful:
         mod.eval()  # frozen statistics: every replay computes the same loss as eager
