@@ -357,7 +357,7 @@ def softmax_ce_rows_triton(input: Tensor, target: Tensor, offset=None, scale=Non
 
 def softmax_ce_triton(input: Tensor, target: Tensor, offset=None, scale=None, class_weight=None,
                       gamma: float = 0.0, label_smoothing: float = 0.0, ignore_index: int = -100,
-                      inplace: bool = False) -> Tensor:
+                      focal: bool = False, inplace: bool = False) -> Tensor:
     """Per-element loss of shape ``target.shape`` (float32); see ``softmax_ce.softmax_ce_torch``."""
     x, y, off, scl, w, wsum = _prepare(input, target, offset, scale, class_weight, label_smoothing)
     if inplace and x.requires_grad and x is input:

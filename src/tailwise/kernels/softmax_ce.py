@@ -103,14 +103,18 @@ def _class_view(vec: Tensor, like: Tensor) -> Tensor:
 
 def softmax_ce_torch(input: Tensor, target: Tensor, offset: Optional[Tensor] = None, scale: Optional[Tensor] = None,
                      class_weight: Optional[Tensor] = None, gamma: float = 0.0, label_smoothing: float = 0.0,
-                     ignore_index: int = -100, inplace: bool = False) -> Tensor:
-    """Reference implementation of ``softmax_ce`` (see the module docstring); ``inplace`` is ignored."""
+                     ignore_index: int = -100, focal: bool = False, inplace: bool = False) -> Tensor:
+    """Reference implementation of ``softmax_ce`` (see the module docstring).
+
+    ``focal=True`` computes ``gamma == 0`` with the focal function too (what ``focal_loss`` always
+    did; equal to cross-entropy up to rounding); ``inplace`` is ignored here.
+    """
     z = input
     if scale is not None:
         z = z * _class_view(scale.to(z.dtype), z)
     if offset is not None:
         z = z + _class_view(offset.to(z.dtype), z)
-    if gamma == 0:
+    if gamma == 0 and not focal:
         cw = None if class_weight is None else class_weight.to(z.dtype)
         return F.cross_entropy(z, target, weight=cw, ignore_index=ignore_index, label_smoothing=label_smoothing,
                                reduction="none")
@@ -152,15 +156,16 @@ def inplace_gradients(enabled: bool = True) -> Iterator[None]:
 
 def softmax_cross_entropy(input: Tensor, target: Tensor, offset: Optional[Tensor] = None,
                           scale: Optional[Tensor] = None, class_weight: Optional[Tensor] = None, gamma: float = 0.0,
-                          label_smoothing: float = 0.0, ignore_index: int = -100) -> Tensor:
+                          label_smoothing: float = 0.0, ignore_index: int = -100, focal: bool = False) -> Tensor:
     """Run op ``softmax_ce`` with the selected backend; returns the unreduced loss (``target.shape``).
 
     float64 logits always take the torch path (the kernels accumulate in float32).
     """
     if input.dtype == torch.float64:
-        return softmax_ce_torch(input, target, offset, scale, class_weight, gamma, label_smoothing, ignore_index)
+        return softmax_ce_torch(input, target, offset, scale, class_weight, gamma, label_smoothing, ignore_index,
+                                focal)
     return dispatch("softmax_ce", input, target, offset, scale, class_weight, gamma, label_smoothing,
-                    ignore_index, inplace=_STATE["inplace"])
+                    ignore_index, focal, inplace=_STATE["inplace"])
 
 
 def uses_kernel(input: Tensor) -> bool:
