@@ -25,3 +25,8 @@ from .tade import TADELoss, tade_inverse_prior, tade_test_time_weights  # noqa: 
 
 __all__ += ["EQLv2Loss", "SoftmaxEQLLoss", "EqualizedFocalLoss", "TADELoss", "tade_inverse_prior",
             "tade_test_time_weights"]
+
+# --- fused linear + cross-entropy (linear_cross_entropy.py) ---
+from .linear_cross_entropy import LinearCrossEntropyLoss  # noqa: E402
+
+__all__ += ["LinearCrossEntropyLoss"]

@@ -24,3 +24,8 @@ from .tade import tade_inverse_prior, tade_loss, tade_test_time_weights  # noqa:
 __all__ += ["eqlv2_loss", "eqlv2_weights", "eqlv2_grad_stats", "softmax_eql_loss", "softmax_eql_grad_stats",
             "equalized_focal_loss", "equalized_focal_grad_stats", "tade_loss", "tade_inverse_prior",
             "tade_test_time_weights"]
+
+# --- fused linear + cross-entropy ---
+from .linear_cross_entropy import linear_cross_entropy_loss  # noqa: E402
+
+__all__ += ["linear_cross_entropy_loss"]
