@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .._base import Loss
+from .._precision import autocast_disabled
 from .._validation import _check_number, check_class_counts, check_nonnegative, check_probability, check_reduction
 from ..kernels.linear_ce import linear_cross_entropy
 from ..registry import register_loss
@@ -101,8 +102,10 @@ def linear_cross_entropy_loss(input: Tensor, weight: Tensor, target: Tensor, bia
         counts = check_class_counts(class_counts, c)
         offset = (torch.log(counts / counts.sum()) * tau).to(dtype=cdt, device=input.device)
     cw = None if class_weight is None else check_per_class(class_weight, c, "class_weight", like=like)
-    return linear_cross_entropy(input, weight, target.long(), bias, offset, cw, gamma, eps, int(ignore_index),
-                                reduction, chunk_size)
+    # the matmuls run in the dtype of input/weight (pass bf16 tensors for bf16 matmuls), not autocast's
+    with autocast_disabled():
+        return linear_cross_entropy(input, weight, target.long(), bias, offset, cw, gamma, eps, int(ignore_index),
+                                    reduction, chunk_size)
 
 
 def _check_target(target, n: int, c: int, ignore_index: int) -> None:

@@ -343,16 +343,34 @@ def _prepare(input, target, offset, scale, class_weight, label_smoothing):
     return x, y, off, scl, w, wsum
 
 
+@torch.library.custom_op("tailwise::softmax_ce_rows_grad_", mutates_args=("logits",))
+def _op_rows_grad_(logits: Tensor, y: Tensor, off: Optional[Tensor], scl: Optional[Tensor], w: Optional[Tensor],
+                   wsum: Optional[Tensor], gamma: float, eps: float, ignore_index: int) -> Tensor:
+    """Per-row loss; the gradient with respect to the logits overwrites ``logits``."""
+    loss, _, _ = _launch_fwd(logits, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=logits)
+    return loss
+
+
+@_op_rows_grad_.register_fake
+def _(logits, y, off, scl, w, wsum, gamma, eps, ignore_index):
+    return logits.new_empty(y.numel(), dtype=torch.float32)
+
+
 def softmax_ce_rows_triton(input: Tensor, target: Tensor, offset=None, scale=None, class_weight=None,
                            gamma: float = 0.0, label_smoothing: float = 0.0, ignore_index: int = -100,
                            grad_into: Optional[Tensor] = None):
-    """No-autograd entry: ``(loss, lse, k)`` per row, optionally writing the gradient into ``grad_into``.
+    """No-autograd entry: ``(loss, lse, k)`` per row; with ``grad_into=input`` the gradient
+    overwrites the logits and ``(loss, None, None)`` is returned.
 
     Used by the chunked fused linear cross-entropy (``grad_into`` is the chunk's logits).
     """
     x, y, off, scl, w, wsum = _prepare(input, target, offset, scale, class_weight, label_smoothing)
-    return _launch_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index),
-                       grad_into=grad_into)
+    if grad_into is None:
+        return _op_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+    if grad_into is not input or x is not input:
+        raise ValueError("grad_into must be the (contiguous) logits themselves")
+    loss = _op_rows_grad_(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+    return loss, None, None
 
 
 def softmax_ce_triton(input: Tensor, target: Tensor, offset=None, scale=None, class_weight=None,
