@@ -64,9 +64,12 @@ class SigmoidFocalFunction(torch.autograd.Function):
 
     @staticmethod
     def _ce(x: Tensor, t: Tensor) -> Tensor:
-        sp = F.softplus(x)
-        # softplus(-x) = softplus(x) - x exactly in math; computed directly it keeps its digits
-        return F.softplus(-x).mul_(t).add_(sp.mul_(1.0 - t))
+        # t softplus(-x) + (1-t) softplus(x) = softplus(-|x|) + relu(x) - t x: every term >= 0
+        # for t in [0, 1], so nothing cancels (softplus(x) - t x lost all digits at x=16, t=1)
+        b = x.abs().neg_()
+        ce = F.softplus(b)
+        # relu(x) - t x first (exact 0 for t = 1, x > 0), then the small softplus term
+        return ce.add_(torch.clamp_min(x, 0.0, out=b).addcmul_(t, x, value=-1.0))
 
     @staticmethod
     def forward(ctx, x: Tensor, t: Tensor, alpha: float, gamma: float):
