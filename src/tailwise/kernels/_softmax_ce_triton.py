@@ -59,6 +59,44 @@ def _row_coefs(z_t, lse, a_y, wsum, inv_c, gamma, eps, valid, FOCAL: tl.constexp
 
 
 @triton.jit
+def _load_z(X, base, c, cmask, mask, s_c, SCL, OFF, HAS_SCL: tl.constexpr, HAS_OFF: tl.constexpr):
+    """The transformed logits ``s_c x_c + o_c`` of a tile (float32; masked lanes hold 0) and ``s_c``."""
+    z = tl.load(X + base[:, None] + c[None, :].to(tl.int64) * s_c, mask=mask, other=0.0).to(tl.float32)
+    if HAS_SCL:
+        sc = tl.load(SCL + c, mask=cmask, other=1.0)
+        z = z * sc[None, :]
+    else:
+        sc = tl.full([1], 1.0, tl.float32)
+    if HAS_OFF:
+        z = z + tl.load(OFF + c, mask=cmask, other=0.0)[None, :]
+    return z, sc
+
+
+@triton.jit
+def _class_w(W, c, cmask, HAS_W: tl.constexpr):
+    if HAS_W:
+        wc = tl.load(W + c, mask=cmask, other=0.0)
+    else:
+        wc = tl.where(cmask, 1.0, 0.0)
+    return wc
+
+
+@triton.jit
+def _grad_tile(z, lse, k, e, ys, c, cmask, sc, W, wsum,
+               HAS_W: tl.constexpr, HAS_SCL: tl.constexpr, SMOOTH: tl.constexpr):
+    """``s_c (k (p_c - [c = y]) + e (W p_c - w_c))`` for a tile."""
+    p = tl.exp(z - lse[:, None])
+    hit = c[None, :] == ys[:, None]
+    g = k[:, None] * (p - tl.where(hit, 1.0, 0.0))
+    if SMOOTH:
+        wc = _class_w(W, c, cmask, HAS_W)
+        g += e[:, None] * (wsum * p - wc[None, :])
+    if HAS_SCL:
+        g = g * sc[None, :]
+    return g
+
+
+@triton.jit
 def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
          R, C, D, s_n, s_c, s_d, g_n, g_c, g_d,
          gamma, eps, inv_c, ignore_index,
@@ -71,6 +109,7 @@ def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
     n = (rows // D).to(tl.int64)
     d = (rows % D).to(tl.int64)
     base = n * s_n + d * s_d
+    gbase = n * g_n + d * g_d
     y = tl.load(Y + rows, mask=rmask, other=ignore_index).to(tl.int64)
     valid = rmask & (y != ignore_index)
     ys = tl.where(valid, y, 0)
@@ -87,65 +126,62 @@ def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
         wsum = tl.load(WSUM)
     else:
         wsum = 0.0
-
     cols = tl.arange(0, BLOCK_C)
-    m = tl.full([BLOCK_R], float("-inf"), tl.float32)
-    s = tl.zeros([BLOCK_R], tl.float32)
-    wz = tl.zeros([BLOCK_R], tl.float32)
-    for i in range(NUM_CB):
-        c = i * BLOCK_C + cols
-        cmask = c < C
-        mask = rmask[:, None] & cmask[None, :]
-        z = tl.load(X + base[:, None] + c[None, :].to(tl.int64) * s_c, mask=mask, other=0.0).to(tl.float32)
-        if HAS_SCL:
-            z = z * tl.load(SCL + c, mask=cmask, other=1.0)[None, :]
-        if HAS_OFF:
-            z = z + tl.load(OFF + c, mask=cmask, other=0.0)[None, :]
-        if SMOOTH:
-            if HAS_W:
-                wc = tl.load(W + c, mask=cmask, other=0.0)
-            else:
-                wc = tl.where(cmask, 1.0, 0.0)
-            wz += tl.sum(tl.where(mask, z * wc[None, :], 0.0), axis=1)
-        z = tl.where(mask, z, float("-inf"))
-        m_new = tl.maximum(m, tl.max(z, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # all -inf so far: keep s = 0
-        s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(z - m_safe[:, None]), axis=1)
-        m = m_new
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
-    lse = m_safe + tl.log(s)
-    loss, k, e = _row_coefs(z_t, lse, a_y, wsum, inv_c, gamma, eps, valid, FOCAL, SMOOTH)
-    if SMOOTH:
-        loss += tl.where(valid, eps * inv_c * (wsum * lse - wz), 0.0)
-    tl.store(LOSS + rows, loss, mask=rmask)
-    tl.store(LSE + rows, lse, mask=rmask)
-    tl.store(K + rows, k, mask=rmask)
 
-    if WRITE_GRAD:
-        gbase = n * g_n + d * g_d
+    if SINGLE:
+        # the whole row block is one register tile: read once, gradient from registers
+        cmask = cols < C
+        mask = rmask[:, None] & cmask[None, :]
+        z, sc = _load_z(X, base, cols, cmask, mask, s_c, SCL, OFF, HAS_SCL, HAS_OFF)
+        if SMOOTH:
+            wc = _class_w(W, cols, cmask, HAS_W)
+            wz = tl.sum(tl.where(mask, z * wc[None, :], 0.0), axis=1)
+        else:
+            wz = tl.zeros([BLOCK_R], tl.float32)
+        zm = tl.where(mask, z, float("-inf"))
+        m = tl.max(zm, axis=1)
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        lse = m_safe + tl.log(tl.sum(tl.exp(zm - m_safe[:, None]), axis=1))
+        loss, k, e = _row_coefs(z_t, lse, a_y, wsum, inv_c, gamma, eps, valid, FOCAL, SMOOTH)
+        if SMOOTH:
+            loss += tl.where(valid, eps * inv_c * (wsum * lse - wz), 0.0)
+        if WRITE_GRAD:
+            g = _grad_tile(z, lse, k, e, ys, cols, cmask, sc, W, wsum, HAS_W, HAS_SCL, SMOOTH)
+            tl.store(G + gbase[:, None] + cols[None, :].to(tl.int64) * g_c, g.to(G.dtype.element_ty), mask=mask)
+    else:
+        m = tl.full([BLOCK_R], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK_R], tl.float32)
+        wz = tl.zeros([BLOCK_R], tl.float32)
         for i in range(NUM_CB):
             c = i * BLOCK_C + cols
             cmask = c < C
             mask = rmask[:, None] & cmask[None, :]
-            # SINGLE: the tile is still the one loaded above; reload (from cache) otherwise
-            zz = tl.load(X + base[:, None] + c[None, :].to(tl.int64) * s_c, mask=mask, other=0.0).to(tl.float32)
-            if HAS_SCL:
-                sc = tl.load(SCL + c, mask=cmask, other=1.0)
-                zz = zz * sc[None, :]
-            if HAS_OFF:
-                zz = zz + tl.load(OFF + c, mask=cmask, other=0.0)[None, :]
-            p = tl.exp(zz - lse[:, None])
-            hit = c[None, :] == ys[:, None]
-            g = k[:, None] * (p - tl.where(hit, 1.0, 0.0))
+            z, sc = _load_z(X, base, c, cmask, mask, s_c, SCL, OFF, HAS_SCL, HAS_OFF)
             if SMOOTH:
-                if HAS_W:
-                    wc = tl.load(W + c, mask=cmask, other=0.0)
-                else:
-                    wc = tl.where(cmask, 1.0, 0.0)
-                g += e[:, None] * (wsum * p - wc[None, :])
-            if HAS_SCL:
-                g = g * sc[None, :]
-            tl.store(G + gbase[:, None] + c[None, :].to(tl.int64) * g_c, g.to(G.dtype.element_ty), mask=mask)
+                wc = _class_w(W, c, cmask, HAS_W)
+                wz += tl.sum(tl.where(mask, z * wc[None, :], 0.0), axis=1)
+            z = tl.where(mask, z, float("-inf"))
+            m_new = tl.maximum(m, tl.max(z, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # all -inf so far: keep s = 0
+            s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(z - m_safe[:, None]), axis=1)
+            m = m_new
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        lse = m_safe + tl.log(s)
+        loss, k, e = _row_coefs(z_t, lse, a_y, wsum, inv_c, gamma, eps, valid, FOCAL, SMOOTH)
+        if SMOOTH:
+            loss += tl.where(valid, eps * inv_c * (wsum * lse - wz), 0.0)
+        if WRITE_GRAD:
+            # second sweep: the row was just read by this program, so mostly from L2
+            for i in range(NUM_CB):
+                c = i * BLOCK_C + cols
+                cmask = c < C
+                mask = rmask[:, None] & cmask[None, :]
+                z, sc = _load_z(X, base, c, cmask, mask, s_c, SCL, OFF, HAS_SCL, HAS_OFF)
+                g = _grad_tile(z, lse, k, e, ys, c, cmask, sc, W, wsum, HAS_W, HAS_SCL, SMOOTH)
+                tl.store(G + gbase[:, None] + c[None, :].to(tl.int64) * g_c, g.to(G.dtype.element_ty), mask=mask)
+    tl.store(LOSS + rows, loss, mask=rmask)
+    tl.store(LSE + rows, lse, mask=rmask)
+    tl.store(K + rows, k, mask=rmask)
 
 
 @triton.jit
@@ -177,23 +213,8 @@ def _bwd(X, Y, OFF, SCL, W, WSUM, LSE, K, GO, G,
         c = i * BLOCK_C + cols
         cmask = c < C
         mask = rmask[:, None] & cmask[None, :]
-        z = tl.load(X + base[:, None] + c[None, :].to(tl.int64) * s_c, mask=mask, other=0.0).to(tl.float32)
-        if HAS_SCL:
-            sc = tl.load(SCL + c, mask=cmask, other=1.0)
-            z = z * sc[None, :]
-        if HAS_OFF:
-            z = z + tl.load(OFF + c, mask=cmask, other=0.0)[None, :]
-        p = tl.exp(z - lse[:, None])
-        hit = c[None, :] == ys[:, None]
-        g = k[:, None] * (p - tl.where(hit, 1.0, 0.0))
-        if SMOOTH:
-            if HAS_W:
-                wc = tl.load(W + c, mask=cmask, other=0.0)
-            else:
-                wc = tl.where(cmask, 1.0, 0.0)
-            g += e[:, None] * (wsum * p - wc[None, :])
-        if HAS_SCL:
-            g = g * sc[None, :]
+        z, sc = _load_z(X, base, c, cmask, mask, s_c, SCL, OFF, HAS_SCL, HAS_OFF)
+        g = _grad_tile(z, lse, k, e, ys, c, cmask, sc, W, wsum, HAS_W, HAS_SCL, SMOOTH)
         tl.store(G + gbase[:, None] + c[None, :].to(tl.int64) * g_c, g.to(G.dtype.element_ty), mask=mask)
 
 
