@@ -42,6 +42,11 @@ def uses_kernel(op: str, input: Tensor) -> bool:
     return input.dtype != torch.float64 and select(op, input) == "triton"
 
 
+def _f32(x: Tensor) -> Tensor:
+    # 16-bit logits reach a torch path only when a chosen kernel fell back: compute in float32
+    return x.float() if x.dtype in _HALF else x
+
+
 def _dense(x: Tensor, target: Tensor, on: float = 1.0, off: float = 0.0) -> Tensor:
     """The ``(N, C)`` target matrix: a float target as given, class indices one-hot (on/off)."""
     if target.is_floating_point():
@@ -114,6 +119,7 @@ class SigmoidFocalFunction(torch.autograd.Function):
 
 def sigmoid_focal_torch(x: Tensor, target: Tensor, alpha: float, gamma: float, row_sum: bool = False) -> Tensor:
     """Reference of op ``sigmoid_focal``: elementwise loss (``row_sum``: summed over dim 1)."""
+    x = _f32(x)
     t = target.to(x.dtype) if target.is_floating_point() else _dense(x, target)
     loss = SigmoidFocalFunction.apply(x, t, float(alpha), float(gamma))
     return loss.sum(dim=1) if row_sum else loss
@@ -135,6 +141,7 @@ def _sigmoid_focal_triton(x: Tensor, target: Tensor, alpha: float, gamma: float,
 def bal_bce_torch(x: Tensor, target: Tensor, bias: Optional[Tensor] = None, on: float = 1.0,
                   off: float = 0.0) -> Tensor:
     """Reference of op ``bal_bce``: ``sum_c BCE(x + b, t)`` per row (``bias=None``: plain one-hot BCE)."""
+    x = _f32(x)
     t = _dense(x, target, on, off)
     z = x + bias if bias is not None else x
     return F.binary_cross_entropy_with_logits(z, t, reduction="none").sum(dim=1)
@@ -211,6 +218,7 @@ class EQLv2Function(torch.autograd.Function):
 def eqlv2_torch(logits: Tensor, target: Tensor, pos_w: Tensor, neg_w: Tensor, scale: Optional[float],
                 want_stats: bool, num_stat_columns: int):
     """Reference of op ``eqlv2``: ``(loss, pos_inc, neg_inc)``; loss per row, or ``scale * sum``."""
+    logits = _f32(logits)
     return EQLv2Function.apply(logits, target, pos_w, neg_w, scale, want_stats, num_stat_columns)
 
 
@@ -244,6 +252,7 @@ def efl_terms(input: Tensor, y: Tensor, gamma: Tensor, wf: Tensor, alpha: float)
 
 def equalized_focal_torch(x: Tensor, target: Tensor, gamma: Tensor, wf: Tensor, alpha: float) -> Tensor:
     """Reference of op ``equalized_focal``: the per-row EFL (``target``: indices or a 0/1 matrix)."""
+    x = _f32(x)
     return efl_terms(x, _dense(x, target), gamma, wf, float(alpha))[0].sum(1)
 
 

@@ -109,7 +109,8 @@ def softmax_ce_torch(input: Tensor, target: Tensor, offset: Optional[Tensor] = N
     ``focal=True`` computes ``gamma == 0`` with the focal function too (what ``focal_loss`` always
     did; equal to cross-entropy up to rounding); ``inplace`` is ignored here.
     """
-    z = input
+    # 16-bit logits arrive only when a kernel was chosen and then fell back: compute in float32
+    z = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
     if scale is not None:
         z = z * _class_view(scale.to(z.dtype), z)
     if offset is not None:
