@@ -9,10 +9,10 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import autocast_disabled
-from .._validation import _check_number, check_class_counts, check_nonnegative, check_probability, check_reduction
+from .._validation import _check_number, check_class_counts, check_class_indices, check_nonnegative, check_probability, check_reduction
 from ..kernels.linear_ce import linear_cross_entropy
 from ..registry import register_loss
-from ._common import check_index_target, check_per_class
+from ._common import check_per_class
 
 __all__ = ["linear_cross_entropy_loss", "LinearCrossEntropyLoss"]
 
@@ -109,9 +109,13 @@ def linear_cross_entropy_loss(input: Tensor, weight: Tensor, target: Tensor, bia
 
 
 def _check_target(target, n: int, c: int, ignore_index: int) -> None:
-    # the (N, C) shape exists only on paper here: validate the indices against it without a tensor
-    shape_holder = torch.empty((n, c), device="meta")
-    check_index_target(shape_holder, target, ignore_index=ignore_index)
+    # the (N, C) logits exist only on paper here: check the shape against (N,), the values against C
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
+    if tuple(target.shape) != (n,):
+        raise ValueError(f"target must be class indices of shape ({n},) (input is ({n}, H)), "
+                         f"got shape {tuple(target.shape)}")
+    check_class_indices(target, c, "target", ignore_index=ignore_index)
 
 
 @register_loss("linear_cross_entropy")
