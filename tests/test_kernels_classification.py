@@ -420,3 +420,33 @@ def test_triton_kernels_compile_for_hopper():
                      BLOCK_C=128, NUM_CB=1)
         build(G._fwd, st, dict(flags, ROW_SUM=True))
         build(G._bwd, st, dict(flags, DENSE=True))
+
+
+@needs_triton
+def test_triton_paths_trace_with_torch_compile_fullgraph():
+    out = _run_interpreted("""
+    import os
+    os.environ["TAILWISE_KERNELS"] = "triton"
+    import torch
+    from tailwise.kernels.softmax_ce import softmax_cross_entropy
+    from tailwise.kernels import sigmoid_family as S
+    from tailwise.kernels.linear_ce import linear_cross_entropy
+    torch.manual_seed(0)
+    z = torch.randn(8, 5, requires_grad=True); y = torch.randint(0, 5, (8,)); W = torch.randn(3, 5, requires_grad=True)
+    off, pw, nw = torch.randn(5), torch.rand(5), torch.rand(5)
+    fs = [lambda z, y: softmax_cross_entropy(z, y, off, None, None, 0.0, 0.1).sum(),
+          lambda z, y: softmax_cross_entropy(z, y, None, None, pw, 2.0, 0.0, -100, True).sum(),
+          lambda z, y: S.run("sigmoid_focal", z, y, 0.25, 2.0, row_sum=True).sum(),
+          lambda z, y: S.run("eqlv2", z, y, pw, nw, 0.125, True, 5)[0],
+          lambda z, y: linear_cross_entropy(z, W, y % 3, chunk_size=3),
+          lambda z, y: linear_cross_entropy(z, W, y % 3, chunk_size=3, reduction="none").sum()]
+    for f in fs:
+        ref = f(z, y); gref = torch.autograd.grad(ref, z)[0]
+        torch._dynamo.reset()
+        out = torch.compile(f, fullgraph=True)(z, y); g = torch.autograd.grad(out, z)[0]
+        print("CASE", (out - ref).abs().item(), (g - gref).abs().max().item())
+    """)
+    cases = [line.split() for line in out.splitlines() if line.startswith("CASE")]
+    assert len(cases) == 6
+    for _, dv, dg in cases:
+        assert float(dv) < 1e-5 and float(dg) < 1e-5
