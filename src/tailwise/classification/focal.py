@@ -168,6 +168,10 @@ class SigmoidFocalLoss(Loss):
         if (isinstance(target, Tensor) and not target.is_floating_point() and isinstance(input, Tensor)
                 and input.dim() == 2 and target.shape == input.shape[:1]):
             check_index_target(input, target)
+            if weight is None and self.reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
+                # the kernel reads the class indices: no (N, C) one-hot target
+                total = _sig.run("sigmoid_focal", input, target.long(), self.alpha, self.gamma, row_sum=True).sum()
+                return total / max(input.numel(), 1) if self.reduction == "mean" else total
             target = F.one_hot(target.long(), input.shape[1]).to(input.dtype)
         return sigmoid_focal_loss(input, target, alpha=self.alpha, gamma=self.gamma, reduction=self.reduction,
                                   weight=weight)
