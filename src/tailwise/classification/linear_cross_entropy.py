@@ -59,7 +59,9 @@ def linear_cross_entropy_loss(input: Tensor, weight: Tensor, target: Tensor, bia
     cross-entropy does) and scaled by the incoming gradient in the backward. ``"none"``
     recomputes each chunk's logits in the backward. On CUDA the per-chunk softmax is the Triton
     ``softmax_ce`` kernel writing the gradient into the chunk's logits; the matmuls are cuBLAS.
-    The gradient is not differentiable again (no double backward).
+    The gradient is not differentiable again (no double backward), and on the Triton path the
+    stored gradients are scaled in place, so one backward per forward (no ``retain_graph``
+    reuse).
 
     Args:
         input: features ``(N, H)``.

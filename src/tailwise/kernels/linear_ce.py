@@ -149,9 +149,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         if ctx.reduction != "none":
             gx, gw, gb, scale = ctx.saved_tensors
             f = go * scale
-            out_gx = gx * f.to(gx.dtype) if gx is not None else None
-            out_gw = gw * f.to(gw.dtype) if gw is not None else None
-            out_gb = gb * f.to(gb.dtype) if gb is not None else None
+            if ctx.chunk_fn is _torch_chunk:
+                out_gx = gx * f.to(gx.dtype) if gx is not None else None
+                out_gw = gw * f.to(gw.dtype) if gw is not None else None
+                out_gb = gb * f.to(gb.dtype) if gb is not None else None
+            else:
+                # kernel path (the memory-bound case): scaled in place, so no second copy of the
+                # (N, H) and (C, H) gradients exists at the peak; hence only one backward
+                if getattr(ctx, "scaled", False):
+                    raise RuntimeError("linear_cross_entropy_loss: its gradients were computed in the forward and "
+                                       "already handed out; a second backward (retain_graph=True) is not supported "
+                                       "on the Triton path")
+                ctx.scaled = True
+                out_gx = gx.mul_(f.to(gx.dtype)) if gx is not None else None
+                out_gw = gw.mul_(f.to(gw.dtype)) if gw is not None else None
+                out_gb = gb.mul_(f.to(gb.dtype)) if gb is not None else None
         else:
             input, weight, bias, target, offset, class_weight = ctx.saved_tensors
             gamma, eps, ignore_index = ctx.args
