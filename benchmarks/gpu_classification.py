@@ -109,8 +109,10 @@ def _sigmoid_case(n, c, quick):
         x = torch.randn(n, c, generator=g).sub_(2).to(device=device, dtype=dt).requires_grad_()
         y = torch.randint(0, c, (n,), generator=g).to(device)
         onehot = F.one_hot(y, c).to(dt)
+        from tailwise.classification.eqlv2 import EQLv2Loss
         return {"x": x, "y": y, "t": onehot, "counts": _counts(c, device),
-                "pos": torch.rand(c, generator=g).to(device), "neg": torch.rand(c, generator=g).add_(1).to(device)}
+                "pos": torch.rand(c, generator=g).to(device), "neg": torch.rand(c, generator=g).add_(1).to(device),
+                "eql_module": EQLv2Loss(c).to(device).train()}
 
     def tv(inp):
         from torchvision.ops import sigmoid_focal_loss
@@ -131,6 +133,7 @@ def _sigmoid_case(n, c, quick):
         *_both("sigmoid_focal (one-hot float target)", lambda i: _tw().sigmoid_focal_loss(i["x"], i["t"]), quick),
         *_both("equalized_focal (class indices)", efl, quick),
         *_both("eqlv2 (class indices)", eqlv2, quick),
+        *_both("EQLv2Loss module, training (loss + statistics)", lambda i: i["eql_module"](i["x"], i["y"]), quick),
         *_both("bal_bce (class indices)", lambda i: _tw().bal_bce_loss(i["x"], i["y"], i["counts"]), quick),
         *_both("class_balanced (focal)",
                lambda i: _tw().class_balanced_loss(i["x"], i["y"], i["counts"], loss_type="focal"), quick),
