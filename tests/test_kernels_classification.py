@@ -69,6 +69,7 @@ cases = {
  "sigmoid_focal_sum": (lambda z: TF.sigmoid_focal_loss(z, torch.rand(N, C), reduction="sum", alpha=-1), z0),
  "sigmoid_focal_w": (lambda z: TF.sigmoid_focal_loss(z, t, weight=torch.rand(N, 1)), z0),
  "sigmoid_focal_module_idx": (lambda z: tailwise.SigmoidFocalLoss(gamma=1.5)(z, y), z0),
+ "sigmoid_focal_int_target": (lambda z: TF.sigmoid_focal_loss(z, t.long(), reduction="sum"), z0),
  "bal_bce": (lambda z: TF.bal_bce_loss(z, y, cnt, label_smoothing=0.1, reduction="none"), z0),
  "bal_bce_soft": (lambda z: TF.bal_bce_loss(z, torch.rand(N, C), cnt, target_threshold=0.4), z0),
  "eqlv2": (lambda z: eqlv2_loss(z, y2, torch.rand(C), torch.rand(C)), z0),
@@ -111,7 +112,7 @@ for name, mk in [("eqlv2_module", lambda: EQLv2Loss(C)), ("efl_module", lambda: 
 def test_triton_kernels_match_torch_path_on_value_and_gradient():
     out = _run_interpreted(_COMPARE)
     cases = [line.split() for line in out.splitlines() if line.startswith("CASE")]
-    assert len(cases) == 27
+    assert len(cases) == 28
     for _, name, ev, eg in cases:
         assert float(ev) <= 1e-5, (name, ev)
         assert float(eg) <= 1e-4, (name, eg)

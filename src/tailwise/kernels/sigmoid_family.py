@@ -130,7 +130,8 @@ def _sigmoid_focal_triton(x: Tensor, target: Tensor, alpha: float, gamma: float,
     if target.is_floating_point():
         # any shape: rows of the last dimension
         c = x.shape[-1] if x.dim() > 0 else 1
-        x2, t2 = x.reshape(-1, c), target.to(x.dtype).reshape(-1, c)
+        # the target keeps float32 (soft targets would lose digits in a 16-bit copy)
+        x2, t2 = x.reshape(-1, c), target.to(torch.float32).reshape(-1, c)
         out = sigmoid_family_triton(x2, t2, alpha=alpha, gamma=gamma, row_sum=row_sum)
         return out.reshape(x.shape[:-1]) if row_sum else out.reshape(x.shape)
     return sigmoid_family_triton(x, target, alpha=alpha, gamma=gamma, row_sum=row_sum)
