@@ -411,7 +411,8 @@ def test_triton_kernels_compile_for_hopper():
                 g_d="i64", go_s="i64", gamma="fp32", eps="fp32", inv_c="fp32", ignore_index="i32")
     for xdt in ("fp32", "bf16"):
         t = dict(ints, X="*" + xdt, G="*" + xdt)
-        for single, focal, smooth in ((True, False, True), (True, True, False), (False, False, True), (False, True, False)):
+        for single, focal, smooth in ((True, False, True), (True, True, False), (False, False, True),
+                                      (False, True, False)):
             build(S._fwd, t, dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, FOCAL=focal, SMOOTH=smooth, WRITE_GRAD=True,
                                   SINGLE=single, BLOCK_R=4 if single else 1, BLOCK_C=1024 if single else 4096,
                                   NUM_CB=1 if single else 8))

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import autocast_disabled
-from .._validation import _check_number, check_class_counts, check_class_indices, check_nonnegative, check_probability, check_reduction
+from .._validation import (_check_number, check_class_counts, check_class_indices, check_nonnegative,
+                           check_probability, check_reduction)
 from ..kernels.linear_ce import linear_cross_entropy
 from ..registry import register_loss
 from ._common import check_per_class

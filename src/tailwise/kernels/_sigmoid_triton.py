@@ -233,7 +233,9 @@ def sigmoid_family_triton(x: Tensor, target: Tensor, *, bias: Optional[Tensor] =
         raise ValueError(f"sigmoid_family_triton expects (R, C) logits, got shape {tuple(x.shape)}")
     x = x.contiguous()
     target = target.contiguous()
-    f32 = lambda v: None if v is None else v.detach().to(device=x.device, dtype=torch.float32).contiguous()  # noqa: E731
+    def f32(v):
+        return None if v is None else v.detach().to(device=x.device, dtype=torch.float32).contiguous()
+
     if pos_w is not None and neg_w is None:
         neg_w = torch.ones_like(pos_w)
     if neg_w is not None and pos_w is None:

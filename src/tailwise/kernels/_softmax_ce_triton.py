@@ -351,13 +351,16 @@ class _InplaceCE(torch.autograd.Function):
         return g.mul_(go_b.to(g.dtype)), None, None, None, None, None, None, None, None
 
 
+def _f32_vec(v, device):
+    return None if v is None else v.detach().to(device=device, dtype=torch.float32).contiguous()
+
+
 def _prepare(input, target, offset, scale, class_weight, label_smoothing):
     x = input if input.is_contiguous() else input.contiguous()
     y = target.reshape(-1)
     if not y.is_contiguous():
         y = y.contiguous()
-    f32 = lambda v: None if v is None else v.detach().to(device=x.device, dtype=torch.float32).contiguous()  # noqa: E731
-    off, scl, w = f32(offset), f32(scale), f32(class_weight)
+    off, scl, w = (_f32_vec(v, x.device) for v in (offset, scale, class_weight))
     wsum = None
     if label_smoothing > 0:
         wsum = (w.sum() if w is not None else torch.full((), float(x.shape[1]), device=x.device)).reshape(1)
