@@ -193,8 +193,8 @@ def _train(spec: Dict) -> Dict:
            "test_mse_rare": float(err[few].mean()), "train_loss": final_train}
     if sigma is not None:
         out["noise_sigma"] = float(sigma.detach())
-    if not math.isfinite(out["test_mse"]):
-        out["test_mse"] = float("inf")
+    # results.jsonl is strict JSON: a diverged run stores test_mse null plus this flag
+    out["diverged"] = not math.isfinite(out["test_mse"])
     return out
 
 
@@ -236,7 +236,8 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
     table: Dict[Tuple[str, str], Tuple[float, float]] = {}
     for s in shapes:
         for n in losses:
-            vals = [r["test_mse"] for r in records if r["shape"] == s and r["loss"] == n]
+            vals = [float("inf") if r.get("diverged") or r["test_mse"] is None else r["test_mse"]
+                    for r in records if r["shape"] == s and r["loss"] == n]
             if vals:
                 table[s, n] = mean_std(vals)
     best = {s: min((table[s, n][0], n) for n in losses if (s, n) in table)[1] for s in shapes}
@@ -285,7 +286,9 @@ def _plot(table, shapes, losses, out_dir: Path):
         names = [n for n in losses if (s, n) in table]
         means = [table[s, n][0] for n in names]
         stds = [table[s, n][1] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, color="#4477aa", capsize=3)
+        # on a log axis a bar mean - std <= 0 would run off the plot: clip the lower bar at 1% of the mean
+        lower = [min(sd, 0.99 * m) if math.isfinite(m) and m > 0 else 0.0 for m, sd in zip(means, stds)]
+        ax.bar(range(len(names)), means, yerr=[lower, stds], color="#4477aa", capsize=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
         ax.set_yscale("log")
