@@ -244,5 +244,5 @@ def _plot(records, labels, aliases, out_dir: Path):
     ax.set_ylabel("test accuracy of the class (%)")
     ax.set_title("Per-class accuracy vs training count")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
     return save_figure(fig, out_dir, "classification_per_class.png")

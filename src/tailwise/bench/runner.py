@@ -124,6 +124,13 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_description(text)
 
+    def message(self, text: str) -> None:
+        """One line on stderr that does not tear the progress bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def update(self, text: str) -> None:
         self.count += 1
         if self.quiet:
@@ -198,9 +205,8 @@ def run_tasks(tasks: Sequence[BenchTask], args: argparse.Namespace) -> Path:
         announced.add(task_name)
         total = seconds_per_run * remaining.get(task_name, 1)
         if total >= 30:
-            print(f"tailwise: estimated time for {remaining.get(task_name, 1)} {task_name} run(s): about "
-                  f"{_duration(total)} ({_duration(seconds_per_run)} each, {basis})",
-                  file=sys.stderr, flush=True)
+            progress.message(f"tailwise: estimated time for {remaining.get(task_name, 1)} {task_name} run(s): "
+                             f"about {_duration(total)} ({_duration(seconds_per_run)} each, {basis})")
 
     args.bench_estimate = estimate
     env = environment()
