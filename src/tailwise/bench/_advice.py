@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -103,8 +103,14 @@ def _delta_phrase(stats, a: str, b: str) -> str:
 
 
 def recommend(stats: Dict[str, Dict[str, Tuple[float, float]]], labels: List[str], n_seeds: int,
-              test_imbalanced: bool) -> str:
-    """The advice paragraph (markdown) for the grid ``labels`` with per-metric (mean, std) in %."""
+              test_imbalanced: bool, names: Optional[Dict[str, str]] = None) -> str:
+    """The advice paragraph (markdown) for the grid ``labels`` with per-metric (mean, std) in %;
+    ``names`` maps a label to the row name shown (e.g. ``balanced_softmax = logit_adjusted``)."""
+    names = names or {}
+
+    def q(lab: str) -> str:
+        return f"`{names.get(lab, lab)}`"
+
     bal = {lab: stats[lab]["balanced_acc"][0] for lab in labels}
     sd = {lab: stats[lab]["balanced_acc"][1] for lab in labels}
     has_base = BASELINE in labels
@@ -113,15 +119,15 @@ def recommend(stats: Dict[str, Dict[str, Tuple[float, float]]], labels: List[str
             return ("**Recommendation:** none: only plain cross-entropy was run, so there is nothing to compare "
                     "it with. Add configurations, e.g. `--losses cross_entropy,balanced_softmax,"
                     "logit_adjusted:tau=2 --samplers none,class_balanced --post-hoc adjust`.")
-        return (f"**Recommendation:** none: only `{labels[0]}` was run ({bal[labels[0]]:.1f}% balanced accuracy); "
+        return (f"**Recommendation:** none: only {q(labels[0])} was run ({bal[labels[0]]:.1f}% balanced accuracy); "
                 "add `cross_entropy` to `--losses` to see what it changes.")
     winner = max(labels, key=lambda lab: bal[lab])
     spread = lambda a, b: max(sd[a], sd[b])  # noqa: E731
     tied = [lab for lab in labels if lab != winner and n_seeds > 1 and bal[winner] - bal[lab] <= spread(winner, lab)]
-    tie_text = (f" Within the seed spread of it: {', '.join(f'`{t}`' for t in tied)}; prefer the simplest."
+    tie_text = (f" Within the seed spread of it: {', '.join(f'{q(t)}' for t in tied)}; prefer the simplest."
                 if tied else "")
     if not has_base:
-        return (f"**Recommendation:** `{winner}` has the best balanced accuracy ({bal[winner]:.1f}%), but no plain "
+        return (f"**Recommendation:** {q(winner)} has the best balanced accuracy ({bal[winner]:.1f}%), but no plain "
                 f"cross-entropy run was there to compare it with; add `cross_entropy` to `--losses`.{tie_text}")
     base = BASELINE
     others = [lab for lab in labels if lab != base]
@@ -129,20 +135,20 @@ def recommend(stats: Dict[str, Dict[str, Tuple[float, float]]], labels: List[str
     gap = bal[best_other] - bal[base]
     if gap <= 0:
         return (f"**Recommendation:** keep plain cross-entropy: nothing in the grid beat it on balanced accuracy "
-                f"({bal[base]:.1f}%; the best other, `{best_other}`, reaches {bal[best_other]:.1f}%, "
+                f"({bal[base]:.1f}%; the best other, {q(best_other)}, reaches {bal[best_other]:.1f}%, "
                 f"{gap:+.1f} points). The imbalance may be mild for this model, or the runs too short.")
     delta = _delta_phrase(stats, best_other, base)
     if n_seeds == 1:
-        return (f"**Recommendation:** none yet: with one seed there is no spread to judge a gap by. `{best_other}` "
+        return (f"**Recommendation:** none yet: with one seed there is no spread to judge a gap by. {q(best_other)} "
                 f"leads plain cross-entropy by {gap:+.1f} balanced-accuracy points (change vs cross-entropy: "
                 f"{delta}); run `--seeds 3` or more before switching.")
     s = spread(best_other, base)
     if gap <= s:
-        return (f"**Recommendation:** none: the best configuration, `{best_other}`, leads plain cross-entropy by "
+        return (f"**Recommendation:** none: the best configuration, {q(best_other)}, leads plain cross-entropy by "
                 f"{gap:+.1f} balanced-accuracy points, not more than the seed spread (± {s:.1f}), so the "
                 f"difference is not evidence. Keep cross-entropy, or add seeds (`--seeds 5`) to settle it "
                 f"(change vs cross-entropy: {delta}).")
-    text = (f"**Recommendation:** `{best_other}`: {bal[best_other]:.1f}% balanced accuracy, {gap:+.1f} points over "
+    text = (f"**Recommendation:** {q(best_other)}: {bal[best_other]:.1f}% balanced accuracy, {gap:+.1f} points over "
             f"plain cross-entropy (seed spread ± {s:.1f}). Change vs cross-entropy: {delta} (points).{tie_text}")
     d_overall = stats[best_other]["overall"][0] - stats[base]["overall"][0]
     d_natural = stats[best_other]["natural_acc"][0] - stats[base]["natural_acc"][0]
@@ -216,7 +222,8 @@ def classification_report(records: List[Dict], args, out_dir: Path) -> str:
     for note in notes:
         if note:
             lines += ["", note]
-    lines += ["", recommend(stats, labels, n_seeds, test_imbalanced), ""]
+    names = {lab: " = ".join([lab] + aliases.get(lab, [])) for lab in labels}
+    lines += ["", recommend(stats, labels, n_seeds, test_imbalanced, names), ""]
     png = _plot(records, labels, aliases, out_dir)
     if png:
         lines.append(f"![per-class accuracy vs training count]({png})")
