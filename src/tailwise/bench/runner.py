@@ -4,6 +4,12 @@
 fsync'ed before the next one starts, so killing the process (even with SIGKILL) loses at most
 the run in progress; re-running the same command with the same ``--out`` skips every run whose
 spec is already recorded and only then rebuilds the report from all records.
+
+Records are strict JSON (NaN and infinities become ``null``) and carry ``env`` (versions, GPU).
+A torn last line left by a kill mid-write is detected on the next run, dropped (every complete
+line is kept) and its run redone, with one line saying so. A failed write (``ENOSPC``...) is cut
+back to the previous record and reported as one ``tailwise: error`` line: nothing already
+written is lost, and re-running resumes.
 """
 
 from __future__ import annotations
