@@ -145,19 +145,38 @@ def _fake_fashion(root, per_class_train=40, per_class_test=6):
             f.write(b"\0" * 8 + labels.tobytes())
 
 
-def test_gpu_preset_runs_from_a_data_dir(tmp_path, capsys):
+def test_gpu_preset_plans_the_documented_grid(tmp_path):
+    import argparse
+
+    from tailwise.bench.classification import plan
+
+    data = tmp_path / "fashion"
+    _fake_fashion(data)
+    args = argparse.Namespace(preset="gpu-worked-example", data_dir=str(data), seeds=None, epochs=None, losses=None,
+                              samplers=None, post_hoc=None, dataset=None, imbalance_factor=None, data=None,
+                              many_threshold=None, few_threshold=None, device="cpu")
+    specs = plan(args)
+    assert len(specs) == 30  # 6 configurations x 5 seeds
+    assert {s["label"] for s in specs} == {
+        "cross_entropy", "balanced_softmax", "logit_adjusted(tau=2)", "focal",
+        "cross_entropy + class_balanced sampler", "cross_entropy + post-hoc adjust"}
+    assert {s["seed"] for s in specs} == {0, 1, 2, 3, 4}
+    assert all(s["dataset"] == "fashion-mnist-lt" and s["imbalance_factor"] == 100 and s["epochs"] == 30
+               and s["many_threshold"] == 1000 and s["few_threshold"] == 200 for s in specs)
+
+
+def test_gpu_preset_runs_from_a_data_dir(tmp_path):
     data = tmp_path / "fashion"
     _fake_fashion(data)
     out = tmp_path / "out"
-    # the preset's grid, shrunk: explicit flags override the preset (1 seed, 1 epoch, IF 10)
+    # explicit flags override the preset: one configuration, one seed, one epoch, IF 10
     assert main(["bench", "--preset", "gpu-worked-example", "--data-dir", str(data), "--seeds", "1",
-                 "--epochs", "1", "--imbalance-factor", "10", "--out", str(out), "--quiet"]) == 0
-    records = _strict_lines(out / "results.jsonl")
-    assert {r["label"] for r in records} == {
-        "cross_entropy", "balanced_softmax", "logit_adjusted(tau=2)", "focal",
-        "cross_entropy + class_balanced sampler", "cross_entropy + post-hoc adjust"}
-    assert all(r["dataset"] == "fashion-mnist-lt" and r["many_threshold"] == 1000 for r in records)
-    assert records[0]["class_counts"][0] == 40 and records[0]["class_counts"][-1] == 4
+                 "--epochs", "1", "--imbalance-factor", "10", "--losses", "cross_entropy", "--samplers", "none",
+                 "--post-hoc", "none", "--out", str(out), "--quiet"]) == 0
+    (record,) = _strict_lines(out / "results.jsonl")
+    assert record["dataset"] == "fashion-mnist-lt" and record["many_threshold"] == 1000
+    assert record["class_counts"][0] == 40 and record["class_counts"][-1] == 4
+    assert record["test_counts"] == [6] * 10 and record["device_name"] == "cpu"
 
 
 def test_time_estimate_is_printed_before_a_long_run(tmp_path, capsys, monkeypatch):
