@@ -415,9 +415,11 @@ def plan(args) -> List[Dict]:
             "test_per_class": getattr(args, "test_per_class", 50),
             "label_column": getattr(args, "label_column", "label"),
             "many_threshold": many, "few_threshold": few, "device": device}
+    # seed-major: every configuration of a seed shares its split (computed once), and an interrupted
+    # run leaves complete seeds rather than complete configurations
     return [{**base, "loss": name, "loss_args": kw, "sampler": sampler, "post_hoc": post_hoc, "label": label,
              "seed": seed}
-            for name, kw, sampler, post_hoc, label in configs for seed in seeds]
+            for seed in seeds for name, kw, sampler, post_hoc, label in configs]
 
 
 _SPLITS: Dict[str, Dict] = {}
@@ -429,7 +431,8 @@ def execute(spec: Dict, args) -> Dict:
     device = spec.get("device", "cpu")
     key = repr([(k, spec.get(k)) for k in _SPLIT_KEYS] + [("device", device)])
     if key not in _SPLITS:
-        _SPLITS.clear()  # one split alive at a time: image sets are large
+        if len(_SPLITS) >= 2:  # image splits are large: keep the last two
+            _SPLITS.pop(next(iter(_SPLITS)))
         _SPLITS[key] = _to_device(_split(spec, args), device)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
