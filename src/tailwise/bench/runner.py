@@ -215,7 +215,7 @@ def run_tasks(tasks: Sequence[BenchTask], args: argparse.Namespace) -> Path:
                              f"about {_duration(total)} ({_duration(seconds_per_run)} each, {basis})")
 
     args.bench_estimate = estimate
-    env = environment()
+    env = environment("cuda" if any(spec.get("device") == "cuda" for _, spec in todo) else "cpu")
     written = len(finished)
     try:
         with open(results_path, "ab") as f:
