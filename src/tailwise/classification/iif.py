@@ -94,7 +94,9 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     check_logits(input)
     check_choice(variant, "variant", IIF_VARIANTS)
     norm = check_nonnegative(norm, "norm")
-    w = from_counts(class_counts, input.shape[1], input, ("iif", variant, norm),
+    # weights in the compute dtype (float32 for 16-bit logits bound for the kernel)
+    wdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    w = from_counts(class_counts, input.shape[1], input.new_empty(0, dtype=wdt), ("iif", variant, norm),
                     lambda n: iif_weights(n, variant, norm))
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight)
 
