@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import float32_compute
+from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import check_probability, check_same_shape
 from ..registry import register_loss
@@ -37,8 +38,9 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", weight: Optional[Ten
         tensor(1.3863)
     """
     check_logits(input)
-    logp = F.log_softmax(input, dim=1)
-    # p log p with p = exp(logp): exact 0 where p underflows, never 0 * -inf
+    # clamp: a logit gap beyond float range (logits ~1e38) makes log p = -inf, and p log p must be
+    # 0 there, not 0 * -inf = NaN; p = exp(logp) is an exact 0 where it underflows. NaN propagates.
+    logp = F.log_softmax(input, dim=1).clamp_min(torch.finfo(input.dtype).min)
     h = -(logp.exp() * logp).sum(dim=1)
     return reduce_loss(h, reduction, weight)
 
@@ -84,6 +86,7 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
     label_smoothing = check_probability(label_smoothing, "label_smoothing")
     cw = _check_class_weight(class_weight, input)
     if is_soft_target(input, target):
+        check_probabilities(target, "target")
         loss = F.cross_entropy(input, target, weight=cw, label_smoothing=label_smoothing, reduction="none")
         # soft targets: F.cross_entropy's mean divides by N (class weights are inside the sum)
         return reduce_loss(loss, reduction, weight)
@@ -117,7 +120,9 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
 
     Args:
         input: logits of ``q``, ``(N, C)`` or ``(N, C, d1, ...)``.
-        target: probabilities ``p`` of the same shape (or log-probabilities with ``log_target=True``).
+        target: probabilities ``p`` of the same shape (or log-probabilities with ``log_target=True``),
+            in ``[0, 1]`` (``[-inf, 0]``); a NaN or out-of-range value raises ``ValueError`` (on CUDA
+            a device-side assert, see docs/conventions.md).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (shape ``(N, d1, ...)``).
         weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
@@ -132,6 +137,9 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
         raise TypeError(f"target must be a floating tensor of probabilities with shape {tuple(input.shape)}, "
                         f"got {type(target).__name__ if not isinstance(target, Tensor) else target.dtype}")
     check_same_shape(input, target, "input", "target")
+    # a NaN, negative or > 1 probability (log_target: > 0 or NaN) used to be dropped by the p > 0
+    # mask, giving a finite wrong loss: raise instead (docs/conventions.md, probability-valued inputs)
+    check_probabilities(target, "target", log=log_target)
     logq = F.log_softmax(input, dim=1)
     if log_target:
         p = target.exp()

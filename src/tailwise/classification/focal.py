@@ -16,6 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from .._base import Loss
 from .._precision import float32_compute
+from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import _check_number, check_nonnegative, check_same_shape
 from ..registry import register_loss
@@ -56,6 +57,9 @@ class _SoftmaxFocal(torch.autograd.Function):
         logp, y, lp, q, qg, alpha_y, valid = ctx.saved_tensors
         gamma = ctx.gamma
         if gamma != 0:
+            # clamp: at logit gaps beyond float range lp = -inf and (1 - q) = p_y = 0, whose product
+            # p_y log p_y -> 0 must not become 0 * -inf = NaN
+            lp = lp.clamp_min(torch.finfo(lp.dtype).min)
             ratio = torch.where(q > 0, lp / torch.where(q > 0, q, torch.ones_like(q)), -torch.ones_like(q))
             dloss_dlp = gamma * (1 - q) * qg * ratio - qg
         else:
@@ -128,7 +132,8 @@ class _SigmoidFocal(torch.autograd.Function):
     With ``m = 1 - p_t = p + t - 2 p t``, ``ce = softplus(x) - t x``:
     ``loss = alpha_t ce m^gamma`` and
     ``dloss/dx = alpha_t [(p - t) m^gamma + gamma ce m^(gamma-1) p (1-p) (1-2t)]``.
-    No gradient flows to the target.
+    No gradient flows to the target (``sigmoid_focal_loss`` takes an autograd path when the
+    target requires grad).
     """
 
     @staticmethod
@@ -182,7 +187,9 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     ``torchvision.ops.sigmoid_focal_loss`` (RetinaNet defaults ``alpha=0.25``, ``gamma=2``;
     ``alpha < 0`` disables the weighting; soft targets in ``[0, 1]`` allowed; ``"mean"`` is over
     every element). Detectors usually want ``reduction="sum"`` divided by the number of
-    foreground anchors. The target receives no gradient.
+    foreground anchors. A target that requires grad receives its exact gradient (through a plain
+    autograd path; the default fused path is used when it does not). Target values must lie in
+    ``[0, 1]`` (a NaN or out-of-range value raises ``ValueError``; a device-side assert on CUDA).
 
     Args:
         input: logits of any shape.
@@ -204,8 +211,28 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
         raise ValueError(f"alpha must be in [0, 1] (or negative to disable), got {alpha}")
     gamma = check_nonnegative(gamma, "gamma")
     t = target.to(input.dtype)
-    loss = _SigmoidFocal.apply(input, t, alpha, gamma)
+    check_probabilities(t, "target")
+    if t.requires_grad and torch.is_grad_enabled():
+        # the fused Function gives the target no gradient; a target that asks for one (e.g. a
+        # learned soft label) takes the autograd formulation, exact for both arguments
+        loss = _sigmoid_focal_autograd(input, t, alpha, gamma)
+    else:
+        loss = _SigmoidFocal.apply(input, t, alpha, gamma)
     return reduce_loss(loss, reduction, weight)
+
+
+def _sigmoid_focal_autograd(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+    """The same elementwise loss as :class:`_SigmoidFocal` in plain autograd ops (gradient to ``t`` too)."""
+    loss = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    if gamma != 0:
+        p = torch.sigmoid(x)
+        m = p + t - 2.0 * p * t  # 1 - p_t
+        pos = m > 0
+        # (m)^gamma with a zero (not inf * 0) gradient at m = 0 for gamma < 1
+        loss = loss * torch.where(pos, torch.where(pos, m, torch.ones_like(m)).pow(gamma), torch.zeros_like(m))
+    if alpha >= 0:
+        loss = loss * (t * (2.0 * alpha - 1.0) + (1.0 - alpha))
+    return loss
 
 
 @register_loss("focal")

@@ -93,6 +93,11 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
 @float32_compute
 def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight):
     scaled = input * class_view(w.to(dtype=input.dtype, device=input.device), input)
+    # finite logits times w > 1 can overflow (~1e38): clamp the product to the float range so the
+    # softmax sees a huge finite gap (loss may be +inf) instead of inf - inf = NaN; adding
+    # input * 0 (NaN for +-inf/NaN input) keeps non-finite logits non-finite
+    big = torch.finfo(scaled.dtype).max
+    scaled = scaled.clamp(-big, big).add(input, alpha=0)
     return cross_entropy_loss(scaled, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, weight=weight)
 
