@@ -14,6 +14,8 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from tailwise import simplex_etf
+
 from ._spec import LossSpec
 
 C = 4                      # classes
@@ -139,7 +141,9 @@ def _contrastive() -> Dict[str, LossSpec]:
                            pairwise=True)
     out["rescom"] = LossSpec(views_labels, module_kwargs={"num_classes": C, "dim": D, "class_counts": COUNTS},
                              pairwise=True, stateful=True)
-    out["tsc"] = LossSpec(views_labels, module_kwargs={"num_classes": C, "dim": D}, pairwise=True, stateful=True)
+    # fixed targets: generating them (tsc_targets, 10k optimisation steps) takes seconds per module
+    out["tsc"] = LossSpec(views_labels, module_kwargs={"num_classes": C, "dim": D, "targets": simplex_etf(C, D)},
+                          pairwise=True, stateful=True)
     return out
 
 

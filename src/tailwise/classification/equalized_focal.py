@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_nonnegative, check_positive, check_reduction
+from .._validation import check_floating, check_nonnegative, check_positive, check_reduction
 from ..registry import register_loss
 from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
@@ -33,10 +33,15 @@ def _terms(input, y, gamma, wf, alpha):
     # z_t = z for positives, -z for negatives: p_t = sigmoid(z_t), 1 - p_t = sigmoid(-z_t)
     z_t = torch.where(y > 0, input, -input)
     log_pt = F.logsigmoid(z_t)
-    log_1m = F.logsigmoid(-z_t)
+    # clamp: beyond |z| = 1e4, (1 - p_t)^gamma is already exactly 0 or 1, and its backward at logits
+    # ~1e38 multiplies an overflowed upstream (gamma * coef * |log p_t| = inf) by sigmoid' = 0 (NaN);
+    # the clamp's backward zeroes that, and NaN logits still propagate through it
+    log_1m = F.logsigmoid(-z_t.clamp(-1e4, 1e4))
     mod = torch.exp(gamma * log_1m)  # (1 - p_t)^gamma, finite for any logit
     coef = wf if alpha < 0 else wf * (alpha * y + (1.0 - alpha) * (1.0 - y))
-    loss = -coef * mod * log_pt
+    # + 0 * z: a +inf logit of a positive has log p_t = 0 and (1 - p_t)^gamma = 0, a finite 0 that
+    # would hide it (BCE-with-logits gives NaN there); 0 * inf = NaN propagates it
+    loss = (-coef * mod * log_pt).add(z_t, alpha=0)
     return loss, coef, mod, log_pt, log_1m
 
 
@@ -159,6 +164,7 @@ class EqualizedFocalLoss(GradStatsLoss):
         self.gamma_b, self.scale_factor, self.alpha = float(gamma_b), float(scale_factor), float(alpha)
 
     def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+        check_floating(input, "input")  # a list: TypeError naming input, not AttributeError
         if input.dim() != 2 or input.shape[1] != self.num_classes:
             raise ValueError(f"input must have shape (N, {self.num_classes}), got {tuple(input.shape)}")
         input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)

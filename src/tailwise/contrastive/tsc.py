@@ -12,10 +12,10 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_class_indices, check_floating, check_nonnegative, check_positive
+from .._validation import check_class_indices, check_finite, check_floating, check_nonnegative, check_positive
 from ..distributed import all_gather_no_grad, is_dist_initialized
 from ..registry import register_loss
-from ._common import as_views, check_features, chunked_lse, flatten_views, gather, positive_stats
+from ._common import as_views, check_features, check_labels, chunked_lse, flatten_views, gather, positive_stats
 
 __all__ = ["tsc_loss", "TSCLoss", "tsc_targets", "assign_targets", "linear_sum_assignment"]
 
@@ -206,6 +206,13 @@ class TSCLoss(Loss):
 
     @torch.no_grad()
     def update_assignment(self, features: Tensor, labels: Tensor) -> None:
+        # validate before touching the state: bad inputs raised IndexError / AttributeError here,
+        # and a NaN feature would poison the centroids (and the Hungarian step) for good. This
+        # bookkeeping reads labels on the host anyway, so the finiteness check costs no extra sync.
+        check_floating(features, "features", ndim=(2, 3))
+        check_finite(features, "features")
+        check_labels(labels, features.shape[0])
+        check_class_indices(labels, self.class_centroid.shape[0], "labels")
         feats = as_views(features.detach().float())
         feats = F.normalize(feats, dim=-1).mean(1)
         if self.kw["gather_distributed"] and is_dist_initialized():
