@@ -277,3 +277,64 @@ def test_dice_probabilities_accepted_and_nan_propagates():
     assert 0.0 <= loss.item() <= 1.0
     p[0, 0, 0, 0] = float("nan")  # a NaN model output propagates (model-output policy)
     assert torch.isnan(TF.dice_loss(p, y, from_logits=False))
+
+
+# ---------------------------------------------------------------- found by tests/test_fuzz.py
+
+def test_entropy_closed_form_backward_matches_autograd():
+    z = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: TF.entropy_loss(z, reduction="none"), (z,))
+    logp = F.log_softmax(z, 1)
+    torch.testing.assert_close(TF.entropy_loss(z, reduction="none"), -(logp.exp() * logp).sum(1))
+
+
+def test_iif_scaled_logits_gradient_is_exact():
+    z = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    for variant in ("raw", "rel"):  # rel has negative weights
+        assert torch.autograd.gradcheck(lambda z: TF.iif_loss(z, y, [10, 5, 3, 1], variant=variant), (z,))
+
+
+def test_equalized_focal_no_nan_gradient_at_huge_logits():
+    crit = tailwise.build_loss("equalized_focal", num_classes=4)
+    z = torch.full((2, 4), 2.93e38, requires_grad=True)
+    crit(z, torch.tensor([2, 0])).backward()
+    assert not torch.isnan(z.grad).any()
+
+
+def test_equalized_focal_inf_logit_not_hidden():
+    crit = tailwise.build_loss("equalized_focal", num_classes=4)
+    z = torch.randn(3, 4)
+    z[1, 2] = float("inf")  # the positive of row 1: the limit of the formula is 0, torch's BCE gives NaN
+    assert not torch.isfinite(crit(z, torch.tensor([0, 2, 1])))
+
+
+def test_equalized_focal_list_input_is_type_error():
+    with pytest.raises(TypeError, match="input"):
+        tailwise.build_loss("equalized_focal", num_classes=4)([[0.0] * 4], torch.tensor([0]))
+
+
+def test_paco_module_validates_features_before_the_centre_logits():
+    crit = tailwise.build_loss("paco", num_classes=4, in_features=8)
+    with pytest.raises(ValueError, match="features"):
+        crit(F.normalize(torch.randn(3, 2), dim=-1), torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="features"):
+        crit([[0.0] * 8] * 3, torch.tensor([0, 1, 2]))
+
+
+def test_tsc_module_validates_before_updating_its_state():
+    crit = tailwise.build_loss("tsc", num_classes=4, dim=8, targets=tailwise.simplex_etf(4, 8))
+    z = F.normalize(torch.randn(3, 2, 8), dim=-1)
+    before = {k: v.clone() for k, v in crit.state_dict().items()}
+    with pytest.raises(ValueError, match="labels"):
+        crit(z, torch.tensor([0, 1, -7]))
+    with pytest.raises(ValueError, match="labels"):
+        crit(z, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="features"):
+        crit(z.tolist(), torch.tensor([0, 1, 2]))
+    bad = z.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="features"):
+        crit(bad, torch.tensor([0, 1, 2]))
+    for k, v in crit.state_dict().items():  # nothing was corrupted
+        assert torch.equal(v, before[k]), k

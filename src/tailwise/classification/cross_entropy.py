@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .._base import Loss
 from .._precision import float32_compute
@@ -38,11 +39,31 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", weight: Optional[Ten
         tensor(1.3863)
     """
     check_logits(input)
-    # clamp: a logit gap beyond float range (logits ~1e38) makes log p = -inf, and p log p must be
-    # 0 there, not 0 * -inf = NaN; p = exp(logp) is an exact 0 where it underflows. NaN propagates.
-    logp = F.log_softmax(input, dim=1).clamp_min(torch.finfo(input.dtype).min)
-    h = -(logp.exp() * logp).sum(dim=1)
-    return reduce_loss(h, reduction, weight)
+    return reduce_loss(_Entropy.apply(input), reduction, weight)
+
+
+class _Entropy(torch.autograd.Function):
+    """``H = -sum_c p_c log p_c`` over dim 1 with the closed-form backward
+    ``dH/dz_k = -p_k (log p_k + H)``: two saved tensors and three passes, no autograd chain.
+
+    ``log p`` is clamped to the float range: a logit gap beyond it (logits ~1e38) makes
+    ``log p = -inf`` where ``p = 0``, and ``p log p`` must be 0 there, not ``0 * -inf = NaN``.
+    A NaN logit still propagates.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        logp = F.log_softmax(z, dim=1).clamp_min_(torch.finfo(z.dtype).min)
+        p = logp.exp()
+        h = (p * logp).sum(dim=1).neg_()
+        ctx.save_for_backward(p, logp, h)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        p, logp, h = ctx.saved_tensors
+        return (logp + h.unsqueeze(1)).mul_(p).mul_(g.unsqueeze(1)).neg_()
 
 
 def _check_class_weight(class_weight, input: Tensor) -> Optional[Tensor]:

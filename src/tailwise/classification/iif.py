@@ -90,14 +90,29 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight)
 
 
+class _ScaleLogits(torch.autograd.Function):
+    """``z * w`` kept inside the float range: finite logits near 1e38 times ``w > 1`` overflow to
+    +-inf and the softmax then computes inf - inf = NaN. The product is clamped to +-max (a huge
+    finite gap: the loss may be +inf, never NaN) and ``+ 0 * z`` keeps a NaN/+-inf logit
+    non-finite. Backward is ``g * w`` (the product's derivative), as plain autograd's mul; the
+    clamp only guards the forward values, so it costs no extra autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(w)
+        big = torch.finfo(z.dtype).max
+        return (z * w).clamp_(-big, big).add_(z, alpha=0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (w,) = ctx.saved_tensors
+        return g * w, None
+
+
 @float32_compute
 def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight):
-    scaled = input * class_view(w.to(dtype=input.dtype, device=input.device), input)
-    # finite logits times w > 1 can overflow (~1e38): clamp the product to the float range so the
-    # softmax sees a huge finite gap (loss may be +inf) instead of inf - inf = NaN; adding
-    # input * 0 (NaN for +-inf/NaN input) keeps non-finite logits non-finite
-    big = torch.finfo(scaled.dtype).max
-    scaled = scaled.clamp(-big, big).add(input, alpha=0)
+    scaled = _ScaleLogits.apply(input, class_view(w.to(dtype=input.dtype, device=input.device), input))
     return cross_entropy_loss(scaled, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, weight=weight)
 

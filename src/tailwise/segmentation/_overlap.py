@@ -169,7 +169,10 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
             if not bool(keep.all()):
                 m = keep.to(x.dtype)
                 y = y * m
-        check_probabilities(y, "target", hint=f" (one-hot / soft labels) or equal ignore_index={ignore_index}")
+        bad = (y < 0) | (y > 1)
+        if bool(bad.any()):
+            raise ValueError(f"target (one-hot / soft labels) must be in [0, 1] or equal ignore_index="
+                             f"{ignore_index}, got {y[bad][0].item()}")
 
     if from_logits:
         p = torch.softmax(x, 1) if mode == "multiclass" else torch.sigmoid(x)
