@@ -338,3 +338,19 @@ def test_tsc_module_validates_before_updating_its_state():
         crit(bad, torch.tensor([0, 1, 2]))
     for k, v in crit.state_dict().items():  # nothing was corrupted
         assert torch.equal(v, before[k]), k
+
+
+def test_probability_check_is_a_device_assert_while_tracing():
+    # no host read under torch.compile (fullgraph traces); the assert still fires on bad values
+    fn = torch.compile(TF.kl_div_loss, fullgraph=True, backend="eager")
+    x = torch.randn(2, 3)
+    p = torch.tensor([[0.2, 0.3, 0.5], [0.1, -0.1, 1.0]])
+    with pytest.raises(RuntimeError, match="target must hold values in"):
+        fn(x, p)
+    from tailwise._probabilities import check_probabilities
+    check = torch.compile(lambda t: check_probabilities(t, "input", allow_nan=True) + 0, fullgraph=True,
+                          backend="eager")
+    out = check(torch.tensor([0.5, float("nan")]))  # NaN model output: passes, propagates
+    assert torch.isnan(out[1])
+    with pytest.raises(RuntimeError, match="input must hold values in"):
+        check(torch.tensor([0.5, 1.5]))

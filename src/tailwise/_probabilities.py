@@ -23,23 +23,34 @@ def _in_range(t: Tensor, log: bool, allow_nan: bool) -> Tensor:
     return ok | torch.isnan(t) if allow_nan else ok
 
 
+def _extremes(t: Tensor, log: bool):
+    """(min, max) in one read pass (min is None for log-probabilities, which have no lower bound)."""
+    if log:
+        return None, t.amax()
+    return torch.aminmax(t)
+
+
 def check_probabilities(x: Tensor, name: str, *, log: bool = False, allow_nan: bool = False,
                         hint: str = "") -> Tensor:
     """Raise (or assert on device) unless every value of ``x`` is a probability (``log``: a log-probability).
 
-    ``hint`` is appended to the message (e.g. how to pass logits instead).
+    ``hint`` is appended to the message (e.g. how to pass logits instead). The test is one
+    min/max reduction (NaN-propagating, so a NaN fails it unless ``allow_nan``); the element scan
+    that names the first bad value runs only on the host and only when that test fails.
     """
     if x.numel() == 0:
         return x
     t = x.detach()
     interval = "[-inf, 0] (log-probabilities)" if log else "[0, 1]"
+    lo, hi = _extremes(t, log)
     if not host_value_checks(t):
-        assert_values(_in_range(t, log, allow_nan), f"{name} must hold values in {interval}{hint}")
+        ok = hi <= 0 if log else (lo >= 0) & (hi <= 1)
+        if allow_nan:
+            ok = ok | torch.isnan(hi) | (torch.isnan(lo) if lo is not None else False)
+        assert_values(ok, f"{name} must hold values in {interval}{hint}")
         return x
-    # fast path: one min/max pass (NaN-propagating, so a NaN falls through to the exact scan)
-    lo, hi = torch.aminmax(t)
-    lo, hi = lo.item(), hi.item()
-    if hi == hi and lo == lo and (hi <= 0 if log else (lo >= 0 and hi <= 1)):
+    # comparisons with NaN are False: a NaN falls through to the scan
+    if hi.item() <= 0 if log else (lo.item() >= 0 and hi.item() <= 1):
         return x
     bad = ~_in_range(t, log, allow_nan)
     if bool(bad.any()):
