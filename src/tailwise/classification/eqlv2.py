@@ -68,6 +68,9 @@ class _EQLv2Function(torch.autograd.Function):
         # zero the target entries so the negative part has no large term to cancel later
         sp.scatter_(1, t, 0.0)
         per = torch.mv(sp, neg_w) + pos_w[target] * F.softplus(-z_t)  # BCE(z, 1) = softplus(-z)
+        # a +inf target logit has BCE 0 (softplus(-inf)); + 0 * z_t (NaN there, O(N)) keeps it from
+        # hiding, as F.binary_cross_entropy_with_logits returns NaN for it
+        per.add_(z_t, alpha=0)
         del sp
         out = per if scale is None else per.sum() * scale
         ctx.save_for_backward(logits, target, pos_w, neg_w)
