@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 import warnings
 
 import pytest
@@ -57,13 +58,14 @@ LOGITS_FIRST = {
 # values bounded whatever the logits (entropy <= log C, overlap and ranking losses in [0, 1])
 BOUNDED = {"entropy", "dice", "tversky", "focal_tversky", "smooth_ap", "recall_at_quantile", "pauc_at_budget"}
 # labels compared only for equality (any integer is a valid label)
-FREE_LABELS = {"supcon"}
+FREE_LABELS = {"supcon", "ntxent"}
 # non-grad float arguments that are another network's output rather than data (BYOL's target
 # branch): a NaN there may propagate instead of raising
-MODEL_TARGETS = {"byol": {"target"}}
+MODEL_TARGETS = {"byol": {"target"}, "cp2": {"k_dense"}, "propos": {"k"}}
 # documented stop-gradients inside the formula (as the official code): the gradient is not the
 # derivative of the value, so the finite-difference comparison does not apply
-DETACHED_TERMS = {"ciou": "the aspect-ratio trade-off alpha", "focal_eiou": "the IoU^gamma weight"}
+DETACHED_TERMS = {"ciou": "the aspect-ratio trade-off alpha", "focal_eiou": "the IoU^gamma weight",
+                  "wiou": "the enclosing box size W_g, H_g (and the v3 focusing factor)"}
 BOX_LOSSES = {"iou", "giou", "diou", "ciou", "eiou", "focal_eiou", "cdiou"}
 
 ALLOWED_ERRORS = (ValueError, TypeError)
@@ -294,7 +296,7 @@ def test_nonfinite_target_raises(name, data):
     floats = [(i, p, t) for i, p, t in _data_args(args, module, name) if t.is_floating_point() and t.numel()]
     if not floats:
         return
-    i, pname, t = data.draw(st.sampled_from(floats), label="target")
+    i, pname, t = floats[data.draw(st.integers(0, len(floats) - 1), label="which target")]
     bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]), label="value")
     x = t.clone()
     x.view(-1)[data.draw(st.integers(0, x.numel() - 1), label="position")] = bad
@@ -390,8 +392,8 @@ def test_out_of_range_class_indices_raise(name, data):
     ints = [(i, p, t) for i, p, t in _data_args(args, module, name) if not t.is_floating_point() and t.numel()]
     if not ints:
         return
-    i, pname, t = data.draw(st.sampled_from(ints), label="labels")
-    value = data.draw(st.sampled_from([-7, 10**6, int(t.max()) + 50]), label="value")
+    i, pname, t = ints[data.draw(st.integers(0, len(ints) - 1), label="which labels")]
+    value = data.draw(st.sampled_from([-7, 10**6]), label="value")
     x = t.clone()
     x.view(-1)[data.draw(st.integers(0, x.numel() - 1), label="position")] = value
     args = list(args)
@@ -419,7 +421,8 @@ def test_bad_class_counts_raise(name, data):
 
     with pytest.raises(ALLOWED_ERRORS) as info:
         run()
-    assert "class_counts" in str(info.value), str(info.value)
+    # a wrong length may be reported as the input's class count not matching class_counts
+    assert re.search(r"class[_ ]count", str(info.value)), str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(BOX_LOSSES & set(NAMES)))
@@ -453,7 +456,7 @@ def test_target_requiring_grad_is_refused_or_exact(name, data):
     floats = [(i, p, t) for i, p, t in _data_args(args, module, name) if t.is_floating_point() and t.numel()]
     if not floats:
         return
-    i, pname, t = data.draw(st.sampled_from(floats), label="target")
+    i, pname, t = floats[data.draw(st.integers(0, len(floats) - 1), label="which target")]
     t = t.clone().requires_grad_()
     args = list(args)
     args[i] = t
@@ -471,8 +474,8 @@ def test_target_requiring_grad_is_refused_or_exact(name, data):
         return
     # directional derivative against central differences (stateful modules: fresh copies)
     v = torch.randn(t.shape, generator=torch.Generator().manual_seed(1), dtype=t.dtype)
-    if name in {"kl_div", "sigmoid_focal", "dice", "dice_ce", "tversky", "focal_tversky"}:
-        v = v * (t.detach() > 1e-3) * (t.detach() < 1 - 1e-3)  # stay inside [0, 1]
+    if t.min() >= 0 and t.max() <= 1:  # probability-valued (labels, masks): stay inside [0, 1]
+        v = v * (t.detach() > 1e-3) * (t.detach() < 1 - 1e-3)
     h = 1e-6
 
     def value(x):
