@@ -17,8 +17,9 @@ Bytes moved per forward+backward, default mode: read the logits twice, write the
 (the minimum for a gradient that is not materialised in the forward). In-place mode: read +
 write in the forward, read + write (the ``grad_output`` scale) in the backward, no extra memory.
 
-The autograd wiring is a ``torch.library.custom_op`` pair, so ``torch.compile(fullgraph=True)``
-sees one opaque op and CUDA graphs capture it.
+The autograd wiring is a ``torch.library.custom_op`` pair while ``torch.compile`` traces
+(``fullgraph=True`` sees one opaque op; CUDA graphs capture it), and a plain autograd function
+in eager code, where the custom op's dispatch cost more host time than the kernels ran.
 """
 
 from __future__ import annotations
