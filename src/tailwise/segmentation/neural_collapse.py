@@ -12,7 +12,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
-                           check_probability, check_reduction, host_selection)
+                           check_probability, check_reduction, check_tensor, host_selection)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
 from ..registry import register_loss
 
@@ -151,6 +151,7 @@ def neural_collapse_loss(features: Tensor, target: Tensor, num_classes: int, *, 
         raise ValueError(f"features must be (N, D, *spatial), got shape {tuple(features.shape)}")
     n, d = features.shape[:2]
     expected = (n,) + tuple(features.shape[2:])
+    check_tensor(target, "target")  # a list: TypeError naming target, as the other losses
     if tuple(target.shape) != expected:
         raise ValueError(f"target must be class indices of shape {expected} (features without the D axis), "
                          f"got {tuple(target.shape)}")
