@@ -14,11 +14,12 @@ from .._reduction import reduce_loss
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_nonnegative,
                            check_positive, check_probability)
 from ..registry import register_loss
-from ._common import as_views, check_features, chunked_lse, flatten_views, gather, positive_stats
+from ._common import as_views, check_features, contrastive_rows, flatten_views, gather, keeps_feature_dtype
 
 __all__ = ["paco_loss", "PaCoLoss"]
 
 
+@keeps_feature_dtype
 @float32_compute
 def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
               class_counts: Optional[Union[Tensor, Sequence[float]]] = None, alpha: float = 0.05,
@@ -101,9 +102,11 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
         contrast = torch.cat([contrast, queue.detach().to(contrast.dtype)])
         c_lab = torch.cat([c_lab, queue_labels.long()])
 
-    lse_samples = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
+    lse_samples, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,
+                                             positives=True, symmetric=queue is None and n_all == n,
+                                             chunk_size=chunk_size)
+    # the C centre logits join the same row logsumexp
     lse = torch.logaddexp(torch.logsumexp(sup, 1), lse_samples + math.log(g))
-    dot, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx)
     target = torch.full_like(sup, sm / max(num_classes - 1, 1))
     target.scatter_(1, a_lab[:, None], 1.0 - sm)
     pos = b * (target * sup).sum(1) + a * dot / t

@@ -13,7 +13,8 @@ from .._reduction import reduce_loss
 from .._validation import check_class_counts, check_floating, check_positive
 from ..registry import register_loss
 from ..classification.class_balanced import class_balanced_weights
-from ._common import as_views, check_features, check_labels, chunked_lse, flatten_views, gather, positive_stats
+from ._common import (as_views, check_features, check_labels, contrastive_rows, flatten_views, gather,
+                      keeps_feature_dtype)
 
 __all__ = ["rescom_loss", "ResComLoss", "rescom_class_weights", "hard_pair_mining"]
 
@@ -53,6 +54,7 @@ def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int]
     return pos, neg
 
 
+@keeps_feature_dtype
 @float32_compute
 def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None,
                 queue_labels: Optional[Tensor] = None, *, class_counts=None, effective_num_beta: float = 0.999,
@@ -81,8 +83,9 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
-    lse = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
-    dot, cnt = positive_stats(anchors, a_lab, contrast, labels_all.repeat(v), self_idx=self_idx)
+    lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, a_lab=a_lab,
+                                     c_lab=labels_all.repeat(v), positives=True, symmetric=n_all == n,
+                                     chunk_size=chunk_size)
     pos_sum = dot / t
     if queue is not None:
         check_floating(queue, "queue", ndim=2)
