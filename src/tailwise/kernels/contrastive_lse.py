@@ -231,7 +231,7 @@ def _class_ids(a_lab: Tensor, c_lab: Tensor) -> Tuple[Tensor, Tensor, int]:
 def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tensor, *,
                    self_idx: Optional[Tensor] = None, pos_weight: Optional[Tensor] = None
                    ) -> Tuple[Tensor, Tensor]:
-    """Weighted sum of ``a_i . c_p`` over positives ``p`` (same label, ``p != self(i)``) and their weight.
+    """Weighted sum of ``a_i . c_p`` over positives ``p`` (same label, ``p not in self(i)``) and their weight.
 
     Uses per-class sums ``S_c = sum_{j: y_j = c} w_j c_j`` so that
     ``sum_p w_p a_i . c_p = a_i . (S_{y_i} - w_self c_self)``: linear in N, no dense mask.
@@ -244,11 +244,16 @@ def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tens
     pos_vec = sums[a_cls]
     cnt = counts[a_cls]
     if self_idx is not None:
-        valid = self_idx >= 0
+        # an excluded column is a positive to take out only if it has the anchor's label
         idx = self_idx.clamp_min(0)
-        w_self = torch.where(valid, w[idx], torch.zeros_like(cnt))
-        pos_vec = pos_vec - contrast[idx] * w_self[:, None]
-        cnt = cnt - w_self
+        same = c_lab[idx] == (a_lab if self_idx.dim() == 1 else a_lab[:, None])
+        w_self = torch.where((self_idx >= 0) & same, w[idx], torch.zeros_like(w[idx]))
+        if self_idx.dim() == 1:
+            pos_vec = pos_vec - contrast[idx] * w_self[:, None]
+            cnt = cnt - w_self
+        else:  # (M, K) distinct excluded columns
+            pos_vec = pos_vec - (contrast[idx] * w_self[..., None]).sum(1)
+            cnt = cnt - w_self.sum(1)
     dot = (anchors * pos_vec).sum(-1)
     return dot, cnt
 
