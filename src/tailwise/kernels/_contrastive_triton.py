@@ -31,8 +31,6 @@ does. Everything elementwise (logits, exp2, sums) is float32.
 
 from __future__ import annotations
 
-import math
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -41,7 +39,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._dispatch import triton_interpreter
-from .contrastive_lse import _rows_torch, feature_dtype
+from .contrastive_lse import _rows_torch, dot_precision, feature_dtype
 
 if triton_interpreter():
     from ._triton_compat import patch_interpreter_index
@@ -275,26 +273,6 @@ def _rows_bwd_contrast(A, C, SELF, ALAB, CLAB, CB, SB, PW, LSE, GLSE, GDOT, DC,
 # ----------------------------------------------------------------------------- launch
 
 
-def dot_precision(dtype: torch.dtype) -> str:
-    """``input_precision`` of ``tl.dot`` for features of ``dtype`` under PyTorch's float32 matmul setting.
-
-    ``TAILWISE_CONTRASTIVE_FP32=ieee|tf32|tf32x3`` overrides it for float32 (``tf32x3``: three TF32
-    products, close to float32 accuracy on tensor cores; an explicit opt-in).
-    """
-    if dtype != torch.float32:
-        return "tf32"  # ignored for bf16/fp16 operands
-    forced = os.environ.get("TAILWISE_CONTRASTIVE_FP32", "").strip().lower()
-    if forced in ("ieee", "tf32", "tf32x3"):
-        return forced
-    mm = torch.backends.cuda.matmul
-    prec = getattr(mm, "fp32_precision", None)
-    if prec is not None:
-        allowed = prec == "tf32"
-    else:  # torch < 2.9
-        allowed = bool(mm.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
-    return "tf32" if allowed else "ieee"
-
-
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 1
@@ -464,6 +442,8 @@ def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: 
         return _rows_torch(anchors, contrast, scale, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight,
                            positives, symmetric, chunk_size)
     half = feature_dtype()
+    if half == torch.bfloat16 and triton_interpreter():
+        half = None  # the interpreter's tl.dot misreads bfloat16 operands (numpy has no bfloat16)
     dt = half if half is not None else torch.float32
     symmetric = bool(symmetric) and m == l
     c = contrast.to(dt).contiguous()

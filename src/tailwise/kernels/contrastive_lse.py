@@ -29,6 +29,7 @@ Neither backend synchronises the host or selects data-dependently, so both trace
 from __future__ import annotations
 
 import functools
+import os
 from typing import List, Optional, Tuple
 
 import torch
@@ -38,7 +39,7 @@ from torch.autograd.function import once_differentiable
 from ._dispatch import dispatch, register_op
 
 __all__ = ["contrastive_rows", "chunked_lse", "positive_stats", "keeps_feature_dtype", "feature_dtype",
-           "CHUNK_ELEMENTS", "KEEP_ELEMENTS"]
+           "dot_precision", "CHUNK_ELEMENTS", "KEEP_ELEMENTS"]
 
 # about 16 MiB of float32 per chunk of the (rows x contrast) similarity block
 CHUNK_ELEMENTS = 1 << 22
@@ -77,6 +78,26 @@ def keeps_feature_dtype(fn):
 def feature_dtype() -> Optional[torch.dtype]:
     """The half-precision dtype of the features of the contrastive loss being computed, else None."""
     return _FEATURE_DTYPE[-1] if _FEATURE_DTYPE else None
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` of ``tl.dot`` for features of ``dtype`` under PyTorch's float32 matmul setting.
+
+    ``TAILWISE_CONTRASTIVE_FP32=ieee|tf32|tf32x3`` overrides it for float32 (``tf32x3``: three TF32
+    products, close to float32 accuracy on tensor cores; an explicit opt-in).
+    """
+    if dtype != torch.float32:
+        return "tf32"  # ignored for bf16/fp16 operands
+    forced = os.environ.get("TAILWISE_CONTRASTIVE_FP32", "").strip().lower()
+    if forced in ("ieee", "tf32", "tf32x3"):
+        return forced
+    mm = torch.backends.cuda.matmul
+    prec = getattr(mm, "fp32_precision", None)
+    if prec is not None:
+        allowed = prec == "tf32"
+    else:  # torch < 2.9
+        allowed = bool(mm.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if allowed else "ieee"
 
 
 # ----------------------------------------------------------------------------- torch reference
@@ -201,6 +222,11 @@ def chunked_lse(anchors: Tensor, contrast: Tensor, scale: float, *, col_bias: Op
         return anchors.sum(-1) * 0 + contrast.sum() * 0 + float("-inf")
     chunk = chunk_rows(m, l, chunk_size)
     contrast = contrast.to(anchors.dtype)
+    # dynamo cannot trace an autograd.Function given one tensor twice: pass a view instead
+    if contrast is anchors:
+        contrast = contrast.view_as(contrast)
+    if c_lab is not None and c_lab is a_lab:
+        c_lab = c_lab.view_as(c_lab)
     return _ChunkedLSE.apply(anchors, contrast, float(scale), col_bias, self_idx, a_lab, c_lab, same_bias, chunk)
 
 
