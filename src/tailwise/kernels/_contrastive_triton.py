@@ -39,7 +39,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._dispatch import triton_interpreter
-from .contrastive_lse import _rows_torch, dot_precision, feature_dtype
+from .contrastive_lse import _class_ids, _rows_torch, dot_precision, feature_dtype
 
 if triton_interpreter():
     from ._triton_compat import patch_interpreter_index
@@ -96,9 +96,9 @@ def _rows_fwd(A, C, SELF, ALAB, CLAB, CB, SB, PW, LSE, PDOT, PCNT,
         self0 = tl.load(SELF + rm * KS, mask=m_ok, other=-1)
     if KS >= 2:
         self1 = tl.load(SELF + rm * KS + 1, mask=m_ok, other=-1)
-    alab = rm.to(tl.int64)
+    alab = rm
     if HAS_LAB:
-        alab = tl.load(ALAB + rm, mask=m_ok, other=0).to(tl.int64)
+        alab = tl.load(ALAB + rm, mask=m_ok, other=0)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     pdot = tl.zeros([BLOCK_M], tl.float32)
@@ -108,11 +108,11 @@ def _rows_fwd(A, C, SELF, ALAB, CLAB, CB, SB, PW, LSE, PDOT, PCNT,
         n_ok = rn < L
         c = tl.load(C + rn[:, None] * stride_c + rd[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
         s = tl.dot(a, tl.trans(c), input_precision=PREC)
-        clab = rn.to(tl.int64)
+        clab = rn
         cb = tl.zeros([BLOCK_N], tl.float32)
         sb = tl.zeros([BLOCK_N], tl.float32)
         if HAS_LAB:
-            clab = tl.load(CLAB + rn, mask=n_ok, other=0).to(tl.int64)
+            clab = tl.load(CLAB + rn, mask=n_ok, other=0)
         if HAS_CB:
             cb = tl.load(CB + rn, mask=n_ok, other=0.0)
         if HAS_SB:
@@ -166,9 +166,9 @@ def _row_stats(SELF, ALAB, LSE, GLSE, GDOT, r, r_ok, scale,
         self0 = tl.load(SELF + r * KS, mask=r_ok, other=-1)
     if KS >= 2:
         self1 = tl.load(SELF + r * KS + 1, mask=r_ok, other=-1)
-    lab = r.to(tl.int64)
+    lab = r
     if HAS_LAB:
-        lab = tl.load(ALAB + r, mask=r_ok, other=0).to(tl.int64)
+        lab = tl.load(ALAB + r, mask=r_ok, other=0)
     lse2 = tl.load(LSE + r, mask=r_ok, other=0.0) * 1.4426950408889634
     # an empty row has lse = -inf and no valid column: shift by 0 (its exp2 terms are 0 anyway)
     lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
@@ -183,12 +183,12 @@ def _row_stats(SELF, ALAB, LSE, GLSE, GDOT, r, r_ok, scale,
 def _col_stats(CLAB, CB, SB, PW, r, r_ok, HAS_LAB: tl.constexpr, HAS_CB: tl.constexpr, HAS_SB: tl.constexpr,
                HAS_PW: tl.constexpr, BLOCK: tl.constexpr):
     """Per-contrast-row values: label, column bias, same-label bias, positive weight."""
-    lab = r.to(tl.int64)
+    lab = r
     cb = tl.zeros([BLOCK], tl.float32)
     sb = tl.zeros([BLOCK], tl.float32)
     pw = tl.zeros([BLOCK], tl.float32)
     if HAS_LAB:
-        lab = tl.load(CLAB + r, mask=r_ok, other=0).to(tl.int64)
+        lab = tl.load(CLAB + r, mask=r_ok, other=0)
     if HAS_CB:
         cb = tl.load(CB + r, mask=r_ok, other=0.0)
     if HAS_SB:
@@ -290,13 +290,23 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, device: torch.d
         return 16, 16, 1, 1
     half = dtype in (torch.float16, torch.bfloat16)
     stages = 3 if half else 2
+    sms = _num_sms(device)
+
+    def rows(largest: int) -> int:
+        # the largest block that still gives every SM a program (short grids: the MoCo queries,
+        # N=4096 SupCon), never below 32
+        bm = largest
+        while bm > 32 and triton.cdiv(m, bm) < sms:
+            bm //= 2
+        return bm
+
     if kind == "fwd":
-        bm = 128 if block_d <= 128 and triton.cdiv(m, 128) >= _num_sms(device) else 64
+        bm = rows(128 if block_d <= 128 else 64)
         return bm, 64, (8 if bm == 128 else 4), stages
     # backward kernels hold a (BLOCK, D) float32 accumulator besides the resident block
-    bm = 64
+    bm = rows(64)
     bn = 64 if block_d <= 128 else 32
-    return bm, bn, (4 if block_d <= 64 else 8), stages
+    return bm, bn, (4 if block_d <= 64 or bm == 32 else 8), stages
 
 
 def _opt(t: Optional[Tensor], dtype=None) -> Optional[Tensor]:
@@ -452,7 +462,13 @@ def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: 
     if positives and (a_lab is None or c_lab is None):
         raise ValueError("contrastive_rows: positives=True needs a_lab and c_lab")
     sidx = None if self_idx is None else self_idx.reshape(m, ks).to(torch.int32).contiguous()
-    lse, pdot, pcnt = _fwd_op(a, c, sidx, _opt(a_lab), _opt(c_lab), _opt(col_bias, torch.float32),
+    if a_lab is not None and c_lab is not None:
+        # compact int32 class ids (same equalities): int64 label tiles would cost registers in every tile
+        a_lab, c_lab, _ = _class_ids(a_lab.long(), c_lab.long())
+        a_lab, c_lab = a_lab.to(torch.int32).contiguous(), c_lab.to(torch.int32).contiguous()
+    elif a_lab is not None or c_lab is not None:
+        raise ValueError("contrastive_rows: pass both a_lab and c_lab, or neither")
+    lse, pdot, pcnt = _fwd_op(a, c, sidx, a_lab, c_lab, _opt(col_bias, torch.float32),
                               _opt(same_bias, torch.float32), _opt(pos_weight, torch.float32), float(scale),
                               bool(positives), symmetric)
     lse = lse.to(anchors.dtype)
