@@ -53,12 +53,13 @@ def test_dot_precision_follows_torch_float32_matmul_setting(monkeypatch):
         pytest.skip("torch < 2.9: legacy allow_tf32 only")
     old = mm.fp32_precision
     try:
+        # TF32 not allowed: float32 accuracy, emulated on tensor cores (never plain TF32)
         mm.fp32_precision = "ieee"
-        assert dot_precision(torch.float32) == "ieee"
+        assert dot_precision(torch.float32) == "tf32x3"
         mm.fp32_precision = "tf32"
         assert dot_precision(torch.float32) == "tf32"
-        monkeypatch.setenv("TAILWISE_CONTRASTIVE_FP32", "tf32x3")
-        assert dot_precision(torch.float32) == "tf32x3"
+        monkeypatch.setenv("TAILWISE_CONTRASTIVE_FP32", "ieee")
+        assert dot_precision(torch.float32) == "ieee"
     finally:
         mm.fp32_precision = old
 

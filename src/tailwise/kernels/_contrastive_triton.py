@@ -279,12 +279,15 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, device: torch.device):
+def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, prec: str, device: torch.device):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for one kernel: fixed rules, no autotuning.
 
-    Hopper-oriented guesses: 128x64 tiles for D <= 128 with 8 warps, half the rows for larger D
-    (register pressure of the resident feature block and the accumulator) and when 128-row blocks
-    would leave SMs idle. The interpreter uses small tiles (speed of the CPU tests only).
+    Hopper-oriented guesses, checked only for what ptxas reports when compiling for sm_90 (no
+    spills beyond a few hundred bytes, shared memory within 227 KB): 16-bit features 128 x 64
+    forward tiles with 8 warps; float32 features 64 x 64 (a float32 block is twice the bytes and
+    ``tf32x3`` keeps split copies); backward 64 x 64 (64 x 32 for D > 128). A block shrinks
+    (down to 32 rows) when the grid would leave SMs idle. The ``ieee`` FMA path uses 32 x 32
+    tiles. The interpreter uses 16 x 16 tiles (speed of the CPU tests only).
     """
     if device.type != "cuda":
         return 16, 16, 1, 1
@@ -300,8 +303,10 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, device: torch.d
             bm //= 2
         return bm
 
+    if prec == "ieee" and not half:
+        return 32, 32, 4, 2
     if kind == "fwd":
-        bm = rows(128 if block_d <= 128 else 64)
+        bm = rows(128 if half and block_d <= 128 else 64)
         return bm, 64, (8 if bm == 128 else 4), stages
     # backward kernels hold a (BLOCK, D) float32 accumulator besides the resident block
     bm = rows(64)
@@ -324,7 +329,8 @@ def _forward(a: Tensor, c: Tensor, self_idx: Optional[Tensor], a_lab: Optional[T
     pdot = torch.zeros(m if positives else 0, device=a.device, dtype=torch.float32)
     pcnt = torch.zeros(m if positives else 0, device=a.device, dtype=torch.float32)
     block_d = max(16, triton.next_power_of_2(d))
-    bm, bn, warps, stages = _config("fwd", m, block_d, a.dtype, a.device)
+    prec = dot_precision(a.dtype)
+    bm, bn, warps, stages = _config("fwd", m, block_d, a.dtype, prec, a.device)
     ks = 0 if self_idx is None else self_idx.shape[1]
     dummy = lse
     _rows_fwd[(triton.cdiv(m, bm),)](
@@ -334,7 +340,7 @@ def _forward(a: Tensor, c: Tensor, self_idx: Optional[Tensor], a_lab: Optional[T
         lse, pdot if positives else dummy, pcnt if positives else dummy,
         m, l, d, a.stride(0), c.stride(0), scale * _LOG2E,
         KS=ks, HAS_LAB=a_lab is not None, HAS_CB=col_bias is not None, HAS_SB=same_bias is not None,
-        HAS_PW=pos_weight is not None, POS=positives, PREC=dot_precision(a.dtype),
+        HAS_PW=pos_weight is not None, POS=positives, PREC=prec,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
     return lse, pdot, pcnt
 
@@ -347,8 +353,9 @@ def _backward(a: Tensor, c: Tensor, self_idx, a_lab, c_lab, col_bias, same_bias,
     block_d = max(16, triton.next_power_of_2(d))
     ks = 0 if self_idx is None else self_idx.shape[1]
     dummy = lse
+    prec = dot_precision(a.dtype)
     flags = dict(KS=ks, HAS_LAB=a_lab is not None, HAS_CB=col_bias is not None, HAS_SB=same_bias is not None,
-                 HAS_PW=pos_weight is not None, HAS_GDOT=g_dot is not None, PREC=dot_precision(a.dtype))
+                 HAS_PW=pos_weight is not None, HAS_GDOT=g_dot is not None, PREC=prec)
     common = (dummy if self_idx is None else self_idx, dummy if a_lab is None else a_lab,
               dummy if c_lab is None else c_lab, dummy if col_bias is None else col_bias,
               dummy if same_bias is None else same_bias, dummy if pos_weight is None else pos_weight,
@@ -356,13 +363,13 @@ def _backward(a: Tensor, c: Tensor, self_idx, a_lab, c_lab, col_bias, same_bias,
     da = dc = None
     if symmetric or need_a:
         da = torch.empty_like(a)
-        bm, bn, warps, stages = _config("bwd", m, block_d, a.dtype, a.device)
+        bm, bn, warps, stages = _config("bwd", m, block_d, a.dtype, prec, a.device)
         _rows_bwd_anchor[(triton.cdiv(m, bm),)](
             a, c, *common, da, m, l, d, a.stride(0), c.stride(0), da.stride(0), scale * _LOG2E, scale,
             SYM=symmetric, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)
     if need_c and not symmetric:
         dc = torch.empty_like(c)
-        bn, bm, warps, stages = _config("bwd", l, block_d, a.dtype, a.device)
+        bn, bm, warps, stages = _config("bwd", l, block_d, a.dtype, prec, a.device)
         _rows_bwd_contrast[(triton.cdiv(l, bn),)](
             a, c, *common, dc, m, l, d, a.stride(0), c.stride(0), dc.stride(0), scale * _LOG2E, scale,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)

@@ -81,13 +81,20 @@ def feature_dtype() -> Optional[torch.dtype]:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """``input_precision`` of ``tl.dot`` for features of ``dtype`` under PyTorch's float32 matmul setting.
+    """``input_precision`` of the Triton kernel's ``tl.dot`` for features of ``dtype``.
 
-    ``TAILWISE_CONTRASTIVE_FP32=ieee|tf32|tf32x3`` overrides it for float32 (``tf32x3``: three TF32
-    products, close to float32 accuracy on tensor cores; an explicit opt-in).
+    * bfloat16 / float16: tensor cores in that dtype, float32 accumulation (the argument is unused).
+    * float32 with TF32 allowed by PyTorch (``torch.backends.cuda.matmul.fp32_precision == "tf32"``,
+      i.e. ``allow_tf32 = True`` or ``set_float32_matmul_precision("high"/"medium")``): ``"tf32"``.
+    * float32 otherwise (PyTorch's default, ``"highest"``): ``"tf32x3"``, float32 emulated on tensor
+      cores by splitting each operand into two TF32 parts (three products; the dropped low x low
+      term is about 2^-22 relative, a few float32 ulps), never plain TF32. Triton's exact FMA path
+      (``"ieee"``) keeps a whole operand row per thread in registers and spills at D = 128, so
+      it is an opt-in: ``TAILWISE_CONTRASTIVE_FP32=ieee`` (or ``tf32`` / ``tf32x3``) overrides the
+      float32 choice.
     """
     if dtype != torch.float32:
-        return "tf32"  # ignored for bf16/fp16 operands
+        return "tf32"
     forced = os.environ.get("TAILWISE_CONTRASTIVE_FP32", "").strip().lower()
     if forced in ("ieee", "tf32", "tf32x3"):
         return forced
@@ -97,7 +104,7 @@ def dot_precision(dtype: torch.dtype) -> str:
         allowed = prec == "tf32"
     else:  # torch < 2.9
         allowed = bool(mm.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
-    return "tf32" if allowed else "ieee"
+    return "tf32" if allowed else "tf32x3"
 
 
 # ----------------------------------------------------------------------------- torch reference
