@@ -277,3 +277,22 @@ def test_gathered_kernel_equals_torch_path_on_two_ranks():
     for r in res:
         torch.testing.assert_close(r["triton"][0], r["torch"][0], **VALUE_TOL)
         torch.testing.assert_close(r["triton"][1], r["torch"][1], **GRAD_TOL)
+
+
+def test_triton_path_traces_fullgraph_through_the_custom_ops():
+    # dynamo + AOT autograd see the kernels as opaque custom ops (fake shapes, registered backward)
+    n = 9
+    y = torch.randint(0, 3, (n,))
+    z = _unit(n, 2, 7)
+    fn = lambda z: supcon_loss(z, y, normalize=True)  # noqa: E731
+    ref_leaf = z.clone().requires_grad_()
+    ref = fn(ref_leaf)
+    ref.backward()
+    torch._dynamo.reset()
+    leaf = z.clone().requires_grad_()
+    with backend("triton"):
+        fn(z)  # resolve the dispatcher's lazy Triton import eagerly (tracing it is the dispatcher's concern)
+        out = torch.compile(fn, fullgraph=True, backend="aot_eager")(leaf)
+    out.backward()
+    torch.testing.assert_close(out.detach(), ref.detach(), **VALUE_TOL)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, **GRAD_TOL)
