@@ -49,7 +49,9 @@ __all__ = ["contrastive_rows", "dot_precision"]
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
-MAX_D = 256  # one feature tile per row block; larger D runs the torch path
+# one feature tile per row block; larger D runs the torch path. float32 stops at 128: at D = 256
+# its tiles (and tf32x3's split copies) exceed the registers / shared memory of an SM
+MAX_D = {torch.float16: 256, torch.bfloat16: 256, torch.float32: 128}
 
 
 @triton.jit
@@ -215,7 +217,7 @@ def _rows_bwd_anchor(A, C, SELF, ALAB, CLAB, CB, SB, PW, LSE, GLSE, GDOT, DA,
                                                       KS, HAS_LAB, HAS_GDOT)
     if SYM:
         # these rows seen as contrast columns of the other anchors
-        _, cb_r, sb_r, pw_r = _col_stats(CLAB, CB, SB, PW, rm, m_ok, HAS_LAB, HAS_CB, HAS_SB, HAS_PW, BLOCK_M)
+        lab_r, cb_r, sb_r, pw_r = _col_stats(CLAB, CB, SB, PW, rm, m_ok, HAS_LAB, HAS_CB, HAS_SB, HAS_PW, BLOCK_M)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, L, BLOCK_N):
         rn = start + tl.arange(0, BLOCK_N)
@@ -229,8 +231,9 @@ def _rows_bwd_anchor(A, C, SELF, ALAB, CLAB, CB, SB, PW, LSE, GLSE, GDOT, DA,
         if SYM:
             # element (i, j) is also s_ji: anchor j (column stats of the tile, along axis 1) against
             # contrast row i (this block, along axis 0)
-            s0c, s1c, _, lse2c, glsec, gdotc = _row_stats(SELF, ALAB, LSE, GLSE, GDOT, rn, n_ok, scale,
-                                                          KS, HAS_LAB, HAS_GDOT)
+            # (distinct names: a variable re-assigned in the loop must keep its block shape)
+            s0c, s1c, lab_c, lse2c, glsec, gdotc = _row_stats(SELF, ALAB, LSE, GLSE, GDOT, rn, n_ok, scale,
+                                                              KS, HAS_LAB, HAS_GDOT)
             g += _grad_tile(s, n_ok[None, :], rm[:, None], m_ok[:, None], s0c[None, :], s1c[None, :],
                             clab[None, :], alab[:, None], cb_r[:, None], sb_r[:, None], pw_r[:, None],
                             lse2c[None, :], glsec[None, :], gdotc[None, :], scale_log2,
@@ -286,7 +289,7 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, prec: str, devi
     spills beyond a few hundred bytes, shared memory within 227 KB): 16-bit features 128 x 64
     forward tiles with 8 warps; float32 features 64 x 64 (a float32 block is twice the bytes and
     ``tf32x3`` keeps split copies); backward 64 x 64 (64 x 32 for D > 128). A block shrinks
-    (down to 32 rows) when the grid would leave SMs idle. The ``ieee`` FMA path uses 32 x 32
+    (down to 32 rows) while the grid would leave over half the SMs idle. The ``ieee`` FMA path uses 32 x 32
     tiles. The interpreter uses 16 x 16 tiles (speed of the CPU tests only).
     """
     if device.type != "cuda":
@@ -296,10 +299,10 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, prec: str, devi
     sms = _num_sms(device)
 
     def rows(largest: int) -> int:
-        # the largest block that still gives every SM a program (short grids: the MoCo queries,
+        # the largest block that keeps at least half the SMs busy (short grids: the MoCo queries,
         # N=4096 SupCon), never below 32
         bm = largest
-        while bm > 32 and triton.cdiv(m, bm) < sms:
+        while bm > 32 and 2 * triton.cdiv(m, bm) < sms:
             bm //= 2
         return bm
 
@@ -311,7 +314,7 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, prec: str, devi
     # backward kernels hold a (BLOCK, D) float32 accumulator besides the resident block
     bm = rows(64)
     bn = 64 if block_d <= 128 else 32
-    return bm, bn, (4 if block_d <= 64 or bm == 32 else 8), stages
+    return bm, bn, (4 if block_d <= 64 else 8), stages
 
 
 def _opt(t: Optional[Tensor], dtype=None) -> Optional[Tensor]:
@@ -449,19 +452,20 @@ def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: 
     """Triton implementation of op ``contrastive_rows`` (same signature and results as the torch one).
 
     Cases outside the kernel run the torch reference: empty inputs, float64 (the kernel computes
-    in float32), ``D > 256`` and more than two excluded columns per row.
+    in float32), ``D > 256`` (``D > 128`` for float32 features) and more than two excluded
+    columns per row.
     """
     m, d = anchors.shape
     l = contrast.shape[0]
     ks = 0 if self_idx is None else (1 if self_idx.dim() == 1 else self_idx.shape[1])
-    if (m == 0 or l == 0 or d > MAX_D or ks > 2 or anchors.dtype == torch.float64
-            or contrast.dtype == torch.float64):
-        return _rows_torch(anchors, contrast, scale, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight,
-                           positives, symmetric, chunk_size)
     half = feature_dtype()
     if half == torch.bfloat16 and triton_interpreter():
         half = None  # the interpreter's tl.dot misreads bfloat16 operands (numpy has no bfloat16)
     dt = half if half is not None else torch.float32
+    if (m == 0 or l == 0 or d > MAX_D[dt] or ks > 2 or anchors.dtype == torch.float64
+            or contrast.dtype == torch.float64):
+        return _rows_torch(anchors, contrast, scale, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight,
+                           positives, symmetric, chunk_size)
     symmetric = bool(symmetric) and m == l
     c = contrast.to(dt).contiguous()
     # symmetric: the contrast tensor is passed as both arguments and gets the whole gradient
