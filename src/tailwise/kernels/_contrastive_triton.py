@@ -329,8 +329,9 @@ def _forward(a: Tensor, c: Tensor, self_idx: Optional[Tensor], a_lab: Optional[T
     m, d = a.shape
     l = c.shape[0]
     lse = torch.empty(m, device=a.device, dtype=torch.float32)
-    pdot = torch.zeros(m if positives else 0, device=a.device, dtype=torch.float32)
-    pcnt = torch.zeros(m if positives else 0, device=a.device, dtype=torch.float32)
+    # the kernel writes every row: no memset
+    pdot = torch.empty(m if positives else 0, device=a.device, dtype=torch.float32)
+    pcnt = torch.empty(m if positives else 0, device=a.device, dtype=torch.float32)
     block_d = max(16, triton.next_power_of_2(d))
     prec = dot_precision(a.dtype)
     bm, bn, warps, stages = _config("fwd", m, block_d, a.dtype, prec, a.device)
