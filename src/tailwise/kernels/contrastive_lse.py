@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from ._dispatch import dispatch, register_op
 
-__all__ = ["contrastive_rows", "chunked_lse", "positive_stats", "keeps_feature_dtype", "feature_dtype",
+__all__ = ["contrastive_rows", "chunked_lse", "positive_stats", "keeps_feature_dtype", "feature_dtype", "set_host_selection",
            "dot_precision", "CHUNK_ELEMENTS", "KEEP_ELEMENTS"]
 
 # about 16 MiB of float32 per chunk of the (rows x contrast) similarity block
@@ -47,6 +47,21 @@ CHUNK_ELEMENTS = 1 << 22
 KEEP_ELEMENTS = 1 << 25
 
 _HALF = (torch.float16, torch.bfloat16)
+# predicate "data-dependent selection is fine here" (eager CPU); contrastive._common installs its
+# own (with its masked_paths() testing switch) through set_host_selection
+_SELECTION = {"fn": None}
+
+
+def set_host_selection(fn) -> None:
+    """Install the predicate that picks the selection (eager CPU) or fixed-shape form of the torch path."""
+    _SELECTION["fn"] = fn
+
+
+def _host_selection(*tensors) -> bool:
+    fn = _SELECTION["fn"]
+    if fn is not None:
+        return bool(fn(*tensors))
+    return not torch.compiler.is_compiling() and all(t.device.type == "cpu" for t in tensors)
 # dtype of the features the user passed to the contrastive functional being evaluated (innermost last)
 _FEATURE_DTYPE: List[Optional[torch.dtype]] = []
 
@@ -122,16 +137,12 @@ def chunk_rows(m: int, l: int, chunk_size: Optional[int]) -> int:
 def _mask_self_(logits: Tensor, self_idx: Tensor) -> Tensor:
     """In place: ``logits[i, self_idx[i, k]] = -inf`` for every ``self_idx[i, k] >= 0``.
 
-    A scatter with a fixed shape (no ``nonzero``): no host sync, traceable. A negative entry (no
-    excluded column) is redirected to one of its row's real targets, or, in a row without any, to
-    column 0 rewritten with its own value.
+    Adds ``-inf`` with a fixed-shape ``scatter_add_`` (``0`` where ``idx < 0``, "no excluded
+    column"), so no ``nonzero`` and no host sync; repeated indices are harmless (-inf + -inf).
     """
     idx = self_idx if self_idx.dim() == 2 else self_idx[:, None]
-    valid = idx >= 0
-    target = torch.where(valid, idx, idx.amax(1, keepdim=True).clamp_min(0))
-    keep = logits.gather(1, target)
-    fill = torch.where(valid.any(1, keepdim=True), torch.full_like(keep, float("-inf")), keep)
-    return logits.scatter_(1, target, fill)
+    src = torch.zeros(idx.shape, dtype=logits.dtype, device=logits.device).masked_fill_(idx >= 0, float("-inf"))
+    return logits.scatter_add_(1, idx.clamp_min(0), src)
 
 
 def _block(a: Tensor, c: Tensor, col_bias: Optional[Tensor], self_idx: Optional[Tensor],
@@ -240,12 +251,12 @@ def chunked_lse(anchors: Tensor, contrast: Tensor, scale: float, *, col_bias: Op
 def _class_ids(a_lab: Tensor, c_lab: Tensor) -> Tuple[Tensor, Tensor, int]:
     """Compact class ids of the contrast labels in ``[0, L)``; anchors whose label no contrast row has get ``L``.
 
-    On CUDA and while tracing: fixed shapes (a sort and a ``searchsorted`` instead of
+    On accelerators and while tracing: fixed shapes (a sort and a ``searchsorted`` instead of
     ``torch.unique``), so no host sync. Eager CPU keeps ``torch.unique``: the backward of the
     class-sum gather accumulates in an order that depends on the number of classes, and CPU
     gradients stay bitwise what they were.
     """
-    if not (a_lab.is_cuda or torch.compiler.is_compiling()):
+    if _host_selection(a_lab, c_lab):
         uniq, inv = torch.unique(torch.cat([a_lab, c_lab]), return_inverse=True)
         return inv[:a_lab.shape[0]], inv[a_lab.shape[0]:], uniq.shape[0]
     l = c_lab.shape[0]
