@@ -299,3 +299,17 @@ def test_triton_path_traces_fullgraph_through_the_custom_ops():
     out.backward()
     torch.testing.assert_close(out.detach(), ref.detach(), **VALUE_TOL)
     torch.testing.assert_close(leaf.grad, ref_leaf.grad, **GRAD_TOL)
+
+
+def test_masked_queues_equal_their_selected_rows():
+    # the fixed-shape queue forms (unused rows: -inf column bias, never a positive) on the kernel
+    n, c, k, d = 9, 3, 11, 7
+    z = _unit(n, 2, d)
+    qk, ql = _unit(k, d), torch.randint(0, c, (k,))
+    used = torch.rand(k) > 0.4
+    _compare(lambda z: info_nce_loss(z, qk, queue_mask=used, temperature=0.2), z)
+    y, sup = torch.randint(0, c, (n,)), torch.randn(n, c)
+    out = _compare(lambda z, s: paco_loss(z, y, s, queue=qk, queue_labels=ql, queue_mask=used, alpha=0.3), z, sup)
+    with backend("torch"):
+        ref = paco_loss(z, y, sup, queue=qk[used], queue_labels=ql[used], alpha=0.3)
+    torch.testing.assert_close(out[0], ref, **VALUE_TOL)
