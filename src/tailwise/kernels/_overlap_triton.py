@@ -38,10 +38,10 @@ def _softplus_neg_abs(x):
 
 
 @triton.jit
-def _probs(x, cm2, ACT: tl.constexpr):
+def _probs(x, cmask, ACT: tl.constexpr):
     """Return (p, lse) of a (C_PAD, BLOCK_S) tile; lse only meaningful for the softmax."""
     if ACT == 1:
-        xs = tl.where(cm2, x, float("-inf"))
+        xs = tl.where(cmask, x, float("-inf"))
         mx = tl.max(xs, axis=0)
         e = tl.exp(xs - mx[None, :])
         den = tl.sum(e, axis=0)
@@ -75,7 +75,8 @@ def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles
     acc_sq = tl.zeros([C_PAD], dtype=acc_dtype)
     acc_ce = tl.zeros([BLOCK_S], dtype=acc_dtype)
     acc_nm = tl.zeros([BLOCK_S], dtype=acc_dtype)
-    for i in range(0, tiles_per_prog):
+    i = 0
+    while i < tiles_per_prog:  # a while loop: the interpreter cannot range() over a runtime scalar
         offs = (j * tiles_per_prog + i).to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
         sm = offs < S
         t = tl.load(t_base + offs, mask=sm, other=0)
@@ -87,7 +88,7 @@ def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles
             mf = tl.full([BLOCK_S], 1.0, acc_dtype)
         cm2 = cm[:, None] & sm[None, :]
         x = tl.load(x_base + rows + offs[None, :], mask=cm2, other=0.0).to(acc_dtype)
-        p, lse = _probs(x, cm2, ACT)
+        p, lse = _probs(x, cm[:, None], ACT)
         hit = t[None, :] == (cs[:, None] + OFFSET)
         pm = tl.where(cm2, p * mf[None, :], 0.0)
         acc_sp += tl.sum(pm, axis=1)
@@ -111,6 +112,7 @@ def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles
                 wt = mf
             acc_ce += tl.where(sm, wt * ce, 0.0)
             acc_nm += tl.where(sm, wt, 0.0)
+        i += 1
     out = part_ptr + (n * tl.num_programs(1) + j) * 6 * C_PAD + cs
     tl.store(out, acc_tp)
     tl.store(out + C_PAD, acc_sp)
@@ -142,7 +144,7 @@ def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, coef_ptr, dx_ptr, C, S, ignore_inde
     else:
         mf = tl.full([BLOCK_S], 1.0, acc_dtype)
     x = tl.load(x_ptr + ptrs, mask=cm2, other=0.0).to(acc_dtype)
-    p, lse = _probs(x, cm2, ACT)
+    p, lse = _probs(x, cm[:, None], ACT)
     hit = t[None, :] == (cs[:, None] + OFFSET)
     cbase = coef_ptr + n * 4 * C_PAD + cs
     g_tp = tl.load(cbase)
