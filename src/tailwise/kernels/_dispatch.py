@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, Optional
@@ -119,6 +120,7 @@ def triton_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@torch.compiler.assume_constant_result  # the import runs outside a torch.compile trace
 def triton_available() -> bool:
     """True when ``import triton`` works (checked once)."""
     if "ok" not in _TRITON:
@@ -169,10 +171,17 @@ def select(op: str, *tensors) -> str:
     return "torch"
 
 
+@torch.compiler.assume_constant_result  # the import runs outside a torch.compile trace
+def _import_module(module: str) -> bool:
+    importlib.import_module(module)
+    return True
+
+
 def _triton_impl(spec: _Op) -> Callable:
     if spec._triton_fn is None:
         module, _, attr = spec.triton.partition(":")
-        spec._triton_fn = getattr(importlib.import_module(module), attr)
+        _import_module(module)
+        spec._triton_fn = getattr(sys.modules[module], attr)
     return spec._triton_fn
 
 

@@ -184,8 +184,8 @@ def _programs_per_image(device: torch.device, n: int, tiles: int) -> int:
         if device.index not in _SM_COUNT:
             _SM_COUNT[device.index] = torch.cuda.get_device_properties(device).multi_processor_count
         target = 4 * _SM_COUNT[device.index]
-    else:  # the interpreter: a few programs, so the tile loop and the partial sums are exercised
-        target = 3
+    else:  # the interpreter: two programs per image, so the tile loop and the partial sums are exercised
+        target = 2 * max(n, 1)
     return max(1, min(tiles, -(-target // max(n, 1))))
 
 
