@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from torch import Tensor
 
-from .._validation import assert_values, check_floating, check_same_shape, host_value_checks
+from .._validation import assert_values, check_floating, check_same_shape
 from ..kernels import dispatch
 from ..kernels.box import FUSED_KINDS, fused_box_loss_torch, get_compile_rule, set_compile_rule
 from ._geometry import _check_format, check_pair
@@ -85,13 +85,14 @@ def box_loss(input: Tensor, target: Tensor, box_format: str, eps: float, validat
     check_same_shape(input, target, "input", "target")
     loss, iou, ok = dispatch("box_loss", input, target, kind, box_format, float(eps), bool(validate),
                              float(lambda_), bool(want_iou))
-    if ok is not None:
-        if host_value_checks(input, target):
-            if not bool(ok):
-                check_pair(input, target, box_format, validate=True)  # raises with the bad box's index
-        else:
-            assert_values(ok, "input/target hold an inverted (x2 < x1 or y2 < y1) or non-finite box; "
-                              "run under tailwise.validation('full') for its index, or pass validate=False")
+    # the op answers a Python bool where values may be read on the host (host_value_checks), else
+    # a device tensor that must not be read here
+    if isinstance(ok, bool):
+        if not ok:
+            check_pair(input, target, box_format, validate=True)  # raises with the bad box's index
+    elif ok is not None:
+        assert_values(ok, "input/target hold an inverted (x2 < x1 or y2 < y1) or non-finite box; "
+                          "run under tailwise.validation('full') for its index, or pass validate=False")
     return (loss, iou) if want_iou else loss
 
 

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._validation import host_value_checks
+
 __all__ = ["box_loss_triton"]
 
 _KIND_IDS = {"iou": 0, "iou_log": 1, "giou": 2, "diou": 3, "ciou": 4, "eiou": 5, "cdiou": 6}
@@ -406,5 +408,9 @@ def box_loss_triton(input, target, kind, box_format, eps, validate, lambda_=1.0,
         loss, iou, flags = _box_loss_fwd_op(p, t, *args)
     else:
         loss, iou, flags = _BoxLossTriton.apply(p, t, *args)
-    ok = (flags == 0).all() if validate else None
+    ok = None
+    if validate:
+        ok = (flags == 0).all()
+        if host_value_checks(input, target):
+            ok = bool(ok)
     return loss.reshape(batch), (iou.reshape(batch) if want_iou else None), ok

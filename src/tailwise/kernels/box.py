@@ -5,11 +5,13 @@ One op serves ``iou`` (linear), ``iou_log`` (UnitBox), ``giou``, ``diou``, ``cio
 backend::
 
     box_loss(input, target, kind, box_format, eps, validate, lambda_, want_iou)
-        -> (loss (...), iou (...) or None, ok 0-d bool tensor or None)
+        -> (loss (...), iou (...) or None, ok: bool, 0-d bool tensor or None)
 
 ``input``/``target`` are ``(..., 4)`` boxes in ``box_format`` (converted inside the op), ``ok``
-is ``None`` when ``validate`` is false, else a device tensor that is true when every box is
-finite and not inverted. The caller decides what to do with it (exact ``ValueError`` on the host
+is ``None`` when ``validate`` is false, else true when every box is finite and not inverted: a
+Python bool where values may be read on the host
+(:func:`tailwise._validation.host_value_checks`: eager CPU, or the full validation mode), else a
+0-d device tensor that the caller must not read (it becomes a device-side assert). The caller decides what to do with it (exact ``ValueError`` on the host
 for eager CPU tensors, a device-side assert on CUDA; see :mod:`tailwise.boxes._fused`), so no
 backend reads a value on the host.
 
@@ -42,6 +44,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from .._validation import host_value_checks
 from ._dispatch import register_op
 
 __all__ = ["KINDS", "FUSED_KINDS", "box_loss_torch", "box_loss_compile", "fused_box_loss_torch",
@@ -75,14 +78,23 @@ def get_compile_rule() -> dict:
 
 
 # ----------------------------------------------------------------------------- geometry (torch)
+_GEOMETRY = {}
+
+
+def _geometry():
+    # the family's one geometry kernel lives with the boxes; imported on first use (no import cycle)
+    if not _GEOMETRY:
+        from ..boxes import _geometry as geometry
+        _GEOMETRY["pair_terms"], _GEOMETRY["to_xyxy"] = geometry.pair_terms, geometry.to_xyxy
+    return _GEOMETRY
+
+
 def _pair_terms(*cols, eps):
-    from ..boxes._geometry import pair_terms  # the family's one geometry kernel
-    return pair_terms(*cols, eps)
+    return _geometry()["pair_terms"](*cols, eps)
 
 
 def _to_xyxy(boxes: Tensor, box_format: str) -> Tensor:
-    from ..boxes._geometry import to_xyxy
-    return to_xyxy(boxes, box_format)
+    return _geometry()["to_xyxy"](boxes, box_format)
 
 
 # ----------------------------------------------------------------------------- fused GIoU/DIoU/CIoU
@@ -274,10 +286,20 @@ def _promote(p: Tensor, t: Tensor):
     return p, t
 
 
-def _valid_torch(input: Tensor, target: Tensor, p: Tensor, t: Tensor) -> Tensor:
-    """True when every box is finite and not inverted (the value check of check_boxes, on device)."""
-    ok = torch.isfinite(input).all() & torch.isfinite(target).all()
-    return ok & (p[..., 2:] >= p[..., :2]).all() & (t[..., 2:] >= t[..., :2]).all()
+def _valid_torch(input: Tensor, target: Tensor, p: Tensor, t: Tensor):
+    """True when every box is finite and not inverted (the value check of check_boxes).
+
+    A Python bool where values may be read on the host (eager CPU: short-circuits like the
+    exact check), else a 0-d device tensor (no synchronisation).
+    """
+    checks = (lambda: torch.isfinite(input).all(), lambda: torch.isfinite(target).all(),
+              lambda: (p[..., 2:] >= p[..., :2]).all(), lambda: (t[..., 2:] >= t[..., :2]).all())
+    if host_value_checks(input, target):
+        return all(bool(c()) for c in checks)
+    ok = checks[0]()
+    for c in checks[1:]:
+        ok = ok & c()
+    return ok
 
 
 def _box_loss(input: Tensor, target: Tensor, kind: str, box_format: str, eps: float, validate: bool,
@@ -293,7 +315,13 @@ def _box_loss(input: Tensor, target: Tensor, kind: str, box_format: str, eps: fl
     if pf.shape[0] == 0:
         return (pf.sum(-1) + tf.sum(-1)).reshape(batch), None, None
     loss, check = fused_box_loss_torch(pf, tf, eps, kind, allow_compile)
-    ok = ((check[0] >= 0) & torch.isfinite(check[1])) if validate else None
+    ok = None
+    if validate:
+        if host_value_checks(pf, tf):
+            smallest, total = check.tolist()
+            ok = smallest >= 0 and math.isfinite(total)
+        else:
+            ok = (check[0] >= 0) & torch.isfinite(check[1])
     return loss.reshape(batch), None, ok
 
 
