@@ -217,3 +217,12 @@ def test_auto_keeps_cpu_tensors_on_the_torch_path():
         assert select("box_loss", P, T) == "torch"
     assert "box_loss" in tailwise.kernels.list_ops()
     assert tailwise.kernels.list_ops()["box_loss"]["backends"] == ["torch", "compile", "triton"]
+
+
+def test_import_tailwise_imports_neither_triton_nor_dynamo():
+    import subprocess
+    import sys
+
+    code = "import sys, tailwise; print('triton' in sys.modules, 'torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -120,7 +120,14 @@ def triton_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@torch.compiler.assume_constant_result  # the import runs outside a torch.compile trace
+def _constant_under_compile(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` (which imports
+    Triton) when tailwise is imported: Dynamo then calls ``fn`` outside the trace (imports included)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_under_compile  # the import runs outside a torch.compile trace
 def triton_available() -> bool:
     """True when ``import triton`` works (checked once)."""
     if "ok" not in _TRITON:
@@ -171,7 +178,7 @@ def select(op: str, *tensors) -> str:
     return "torch"
 
 
-@torch.compiler.assume_constant_result  # the import runs outside a torch.compile trace
+@_constant_under_compile
 def _import_module(module: str) -> bool:
     importlib.import_module(module)
     return True
