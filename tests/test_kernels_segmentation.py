@@ -102,9 +102,9 @@ def test_probabilities_and_squared_pred(mode):
 
 
 def test_several_tiles_per_program_and_masked_tail():
-    # C = 3 -> 1024 pixels per tile; 3001 pixels -> 3 tiles over 2 programs per image (the last
-    # program's second tile is entirely out of range)
-    x, t = inputs((1, 3, 3001), seed=5)
+    # C = 3 -> 512 pixels per tile; 2501 pixels -> 5 tiles over 2 programs of 3 tiles per image
+    # (the last program's third tile is entirely out of range)
+    x, t = inputs((1, 3, 2501), seed=5)
     both(F.dice_loss, x, t)
     both(F.dice_ce_loss, x, t, class_weight=torch.tensor([0.2, 1.0, 3.0]))
     x, t = inputs((2, 3, 1500), seed=6)
