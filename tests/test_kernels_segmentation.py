@@ -21,7 +21,7 @@ from tailwise.kernels import KernelBackendError, backend, dispatch, select  # no
 tl = pytest.importorskip("triton.language")
 
 LOSSES = {"dice": F.dice_loss, "tversky": F.tversky_loss, "focal_tversky": F.focal_tversky_loss,
-          "dice_ce": F.dice_ce_loss}
+          "dice_ce": F.dice_ce_loss, "generalized_dice": F.generalized_dice_loss}
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +77,8 @@ OPTIONS = [
 def test_multiclass_matches_torch_path(name, shape, opts):
     x, t = inputs(SHAPES[shape], seed=1, ignore=opts.get("ignore_index", -100) is not None)
     kw = dict(opts)
+    if name == "generalized_dice" and "class_weight" in kw:
+        pytest.skip("generalized_dice weights classes from the target (w_type), no class_weight")
     if kw.get("class_weight") == "cw":
         kw["class_weight"] = torch.rand(x.shape[1], generator=torch.Generator().manual_seed(2)) + 0.1
     both(LOSSES[name], x, t, **kw)
@@ -196,4 +198,5 @@ def test_auto_keeps_cpu_tensors_on_the_torch_path():
     x, t = inputs((2, 3, 4, 4), seed=14)
     with backend("auto"):
         assert select("overlap_index", x, t) == "torch"
-    assert set(tailwise.kernels.list_ops()["overlap_index"]["losses"]) == {"dice", "tversky", "focal_tversky", "dice_ce"}
+    assert set(tailwise.kernels.list_ops()["overlap_index"]["losses"]) == {"dice", "tversky", "focal_tversky", "dice_ce",
+                                                                           "generalized_dice"}

@@ -149,4 +149,4 @@ def overlap_index_torch(x: Tensor, t: Tensor, ignore_index: Optional[int], mode:
 
 register_op("overlap_index", torch=overlap_index_torch,
             triton="tailwise.kernels._overlap_triton:overlap_index_triton",
-            losses=("dice", "tversky", "focal_tversky", "dice_ce"))
+            losses=("dice", "tversky", "focal_tversky", "dice_ce", "generalized_dice"))
