@@ -71,8 +71,11 @@ OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "default")
-@pytest.mark.parametrize("shape", sorted(SHAPES))
+# every option in 2-D; 3-D and the padded class dimension (C = 19 -> 32) with the default and batch=True
+CONFIGS = [("2d", o) for o in OPTIONS] + [(s, o) for s in ("3d", "2d-c19") for o in OPTIONS[:2]]
+
+
+@pytest.mark.parametrize("shape, opts", CONFIGS, ids=lambda v: v if isinstance(v, str) else ",".join(v) or "default")
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_multiclass_matches_torch_path(name, shape, opts):
     x, t = inputs(SHAPES[shape], seed=1, ignore=opts.get("ignore_index", -100) is not None)
