@@ -203,3 +203,10 @@ def test_auto_keeps_cpu_tensors_on_the_torch_path():
         assert select("overlap_index", x, t) == "torch"
     assert set(tailwise.kernels.list_ops()["overlap_index"]["losses"]) == {"dice", "tversky", "focal_tversky", "dice_ce",
                                                                            "generalized_dice"}
+
+
+@pytest.mark.parametrize("be", ["torch", "triton"])
+def test_dice_ce_checks_class_weight_before_the_fused_pass(be):
+    x, t = inputs((2, 3, 4, 4), seed=15)
+    with backend(be), pytest.raises(ValueError, match="one entry per class"):
+        F.dice_ce_loss(x, t, class_weight=torch.ones(2))

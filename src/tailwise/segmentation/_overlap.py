@@ -131,6 +131,16 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
     return OverlapStats(tp, sp, sy, sq, sy2)
 
 
+def check_class_weight_shape(class_weight: Optional[Tensor], c: int) -> None:
+    """The metadata part of :func:`reduce_classes`' ``class_weight`` check, for callers that use
+    the weights before reducing (``dice_ce``'s fused CE term)."""
+    if class_weight is not None:
+        check_floating(class_weight, "class_weight", ndim=1)
+        if class_weight.numel() != c:
+            raise ValueError(f"class_weight must have one entry per class ({c}), got shape "
+                             f"{tuple(class_weight.shape)}")
+
+
 def reduce_classes(per_class: Tensor, class_weight: Optional[Tensor], include_background: bool,
                    batch: bool) -> Tensor:
     """Per-class losses (N, C) (or (C,) when ``batch``) -> per-image losses (N,) (or a 0-d tensor).

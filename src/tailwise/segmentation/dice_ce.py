@@ -15,7 +15,7 @@ from .._reduction import reduce_loss
 from .._validation import check_nonnegative
 from ..registry import register_loss
 from ..kernels.overlap import index_ce_sums
-from ._overlap import overlap_stats
+from ._overlap import check_class_weight_shape, overlap_stats
 from .dice import dice_from_stats, dice_loss
 
 __all__ = ["dice_ce_loss", "DiceCELoss"]
@@ -72,6 +72,7 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
             and target.shape != input.shape and mode != "multilabel"):
         # class indices: Dice statistics and CE sums from one pass over the logits
         smooth = check_nonnegative(smooth, "smooth")
+        check_class_weight_shape(class_weight, input.shape[1])  # the CE term gathers it in the same pass
         st, ce_sum, ce_norm = overlap_stats(input, target, mode=mode, from_logits=True, ignore_index=ignore_index,
                                             squared_pred=squared_pred, with_ce=True, ce_weight=class_weight)
         dice = dice_from_stats(st, smooth, squared_pred, class_weight, include_background, batch)
