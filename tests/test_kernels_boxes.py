@@ -8,19 +8,16 @@ hand-written backward, and torch.compile(fullgraph=True) through the custom op.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-# Triton decides interpreter or compiler when it is imported: choose the interpreter first (on
-# CPU-only machines; with a GPU set TRITON_INTERPRET=1 yourself to run these tests).
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import tailwise  # noqa: E402
-import tailwise.functional as F  # noqa: E402
-from tailwise.boxes import box_convert  # noqa: E402
-from tailwise.kernels import KernelBackendError, backend, dispatch, select  # noqa: E402
+import tailwise
+import tailwise.functional as F
+from tailwise.boxes import box_convert
+from tailwise.kernels import KernelBackendError, backend, dispatch, select
 
 tl = pytest.importorskip("triton.language")
 
@@ -37,12 +34,30 @@ LOSSES = {
 }
 
 
+# Triton chooses interpreter or compiler when it is first imported. A process that imported it
+# for compiling (the usual test run) runs this module again in a fresh interpreted process.
+INTERPRETED = type(tl.sum).__name__ == "InterpretedFunction"
+_COMPILER_PROCESS_TESTS = ("test_module_in_the_triton_interpreter", "test_kernels_compile_for_hopper")
+
+
 @pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
+def interpreter(request, monkeypatch):
     """Run the Triton kernels in the interpreter (CPU tensors)."""
-    if type(tl.sum).__name__ != "InterpretedFunction":
-        pytest.skip("Triton was imported without TRITON_INTERPRET=1 in this process")
+    if not INTERPRETED:
+        if request.node.originalname not in _COMPILER_PROCESS_TESTS:
+            pytest.skip("runs in the interpreted subprocess of test_module_in_the_triton_interpreter")
+        return  # (never set TRITON_INTERPRET here: a kernel module imported now would be interpreted)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def test_module_in_the_triton_interpreter():
+    if INTERPRETED:
+        pytest.skip("this process interprets Triton: the tests run here")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    env.pop("TAILWISE_KERNELS", None)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                          __file__], capture_output=True, text=True, env=env, timeout=1800)
+    assert res.returncode == 0 and " passed" in res.stdout, res.stdout[-4000:] + res.stderr[-2000:]
 
 
 def degenerate_boxes(n: int, seed: int, dtype=torch.float32):
@@ -226,3 +241,29 @@ def test_import_tailwise_imports_neither_triton_nor_dynamo():
     code = "import sys, tailwise; print('triton' in sys.modules, 'torch._dynamo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _compile_sm90(fn, signature, constexprs):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile as tcompile
+    return tcompile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                    target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+
+
+def test_kernels_compile_for_hopper():
+    """The interpreter is lenient: build the kernels to sm_90 machine code (Triton ships ptxas, no
+    GPU needed) so a kernel that would not compile on the GPU fails here."""
+    if INTERPRETED:
+        pytest.skip("Triton is interpreted in this process")
+    pytest.importorskip("triton.backends.compiler")
+    from tailwise.kernels import _box_triton as K
+    fwd = {"p_ptr": "*fp32", "t_ptr": "*fp32", "loss_ptr": "*fp32", "iou_ptr": "*fp32", "flag_ptr": "*i32",
+           "N": "i32", "eps": "fp32", "lam": "fp32", "KIND": "constexpr", "FMT": "constexpr",
+           "WANT_IOU": "constexpr", "VALIDATE": "constexpr", "BLOCK": "constexpr"}
+    bwd = {"p_ptr": "*fp32", "t_ptr": "*fp32", "g_ptr": "*fp32", "gp_ptr": "*fp32", "gt_ptr": "*fp32", "N": "i32",
+           "eps": "fp32", "lam": "fp32", "KIND": "constexpr", "FMT": "constexpr", "NEED_P": "constexpr",
+           "NEED_T": "constexpr", "BLOCK": "constexpr"}
+    for kind in ("giou", "ciou", "cdiou"):
+        k = K._KIND_IDS[kind]
+        _compile_sm90(K._box_fwd_kernel, {n: fwd[n] for n in K._box_fwd_kernel.arg_names}, {"KIND": k, "FMT": 2, "WANT_IOU": True, "VALIDATE": True, "BLOCK": 1024})
+        _compile_sm90(K._box_bwd_kernel, {n: bwd[n] for n in K._box_bwd_kernel.arg_names}, {"KIND": k, "FMT": 2, "NEED_P": True, "NEED_T": True, "BLOCK": 1024})

@@ -5,18 +5,15 @@ torch path, for Dice, Tversky, Focal Tversky and Dice+CE, in 2-D and 3-D, with e
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-# Triton decides interpreter or compiler when it is imported: choose the interpreter first (on
-# CPU-only machines; with a GPU set TRITON_INTERPRET=1 yourself to run these tests).
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import tailwise  # noqa: E402
-import tailwise.functional as F  # noqa: E402
-from tailwise.kernels import KernelBackendError, backend, dispatch, select  # noqa: E402
+import tailwise
+import tailwise.functional as F
+from tailwise.kernels import KernelBackendError, backend, dispatch, select
 
 tl = pytest.importorskip("triton.language")
 
@@ -24,12 +21,30 @@ LOSSES = {"dice": F.dice_loss, "tversky": F.tversky_loss, "focal_tversky": F.foc
           "dice_ce": F.dice_ce_loss, "generalized_dice": F.generalized_dice_loss}
 
 
+# Triton chooses interpreter or compiler when it is first imported. A process that imported it
+# for compiling (the usual test run) runs this module again in a fresh interpreted process.
+INTERPRETED = type(tl.sum).__name__ == "InterpretedFunction"
+_COMPILER_PROCESS_TESTS = ("test_module_in_the_triton_interpreter", "test_kernels_compile_for_hopper")
+
+
 @pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
+def interpreter(request, monkeypatch):
     """Run the Triton kernels in the interpreter (CPU tensors)."""
-    if type(tl.sum).__name__ != "InterpretedFunction":
-        pytest.skip("Triton was imported without TRITON_INTERPRET=1 in this process")
+    if not INTERPRETED:
+        if request.node.originalname not in _COMPILER_PROCESS_TESTS:
+            pytest.skip("runs in the interpreted subprocess of test_module_in_the_triton_interpreter")
+        return  # (never set TRITON_INTERPRET here: a kernel module imported now would be interpreted)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def test_module_in_the_triton_interpreter():
+    if INTERPRETED:
+        pytest.skip("this process interprets Triton: the tests run here")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    env.pop("TAILWISE_KERNELS", None)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                          __file__], capture_output=True, text=True, env=env, timeout=1800)
+    assert res.returncode == 0 and " passed" in res.stdout, res.stdout[-4000:] + res.stderr[-2000:]
 
 
 def inputs(shape, seed, ignore=True, binary=False, dtype=torch.float32):
@@ -210,3 +225,28 @@ def test_dice_ce_checks_class_weight_before_the_fused_pass(be):
     x, t = inputs((2, 3, 4, 4), seed=15)
     with backend(be), pytest.raises(ValueError, match="one entry per class"):
         F.dice_ce_loss(x, t, class_weight=torch.ones(2))
+
+
+def test_kernels_compile_for_hopper():
+    """The interpreter is lenient: build the kernels to sm_90 machine code (Triton ships ptxas, no
+    GPU needed) so a kernel that would not compile on the GPU fails here."""
+    if INTERPRETED:
+        pytest.skip("Triton is interpreted in this process")
+    pytest.importorskip("triton.backends.compiler")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile as tcompile
+
+    from tailwise.kernels import _overlap_triton as K
+    common = {"x_ptr": "*fp32", "t_ptr": "*i64", "w_ptr": "*fp32", "C": "i32", "S": "i32", "ignore_index": "i32",
+              "C_PAD": "constexpr", "BLOCK_S": "constexpr", "ACT": "constexpr", "OFFSET": "constexpr",
+              "HAS_IGNORE": "constexpr", "SQUARED": "constexpr", "CE": "constexpr", "HAS_W": "constexpr"}
+    fwd = dict(common, part_ptr="*fp32", tiles_per_prog="i32")
+    bwd = dict(common, coef_ptr="*fp32", dx_ptr="*fp32")
+    for act, offset, c in ((1, 0, 14), (2, 1, 1)):
+        c_pad, block_s = K._meta(c)
+        consts = dict(C_PAD=c_pad, BLOCK_S=block_s, ACT=act, OFFSET=offset, HAS_IGNORE=True, SQUARED=True,
+                      CE=True, HAS_W=act == 1)
+        for fn, sig in ((K._overlap_fwd_kernel, fwd), (K._overlap_bwd_kernel, bwd)):
+            sig = {name: sig[name] for name in fn.arg_names}
+            tcompile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
+                     options={"num_warps": K._WARPS})
