@@ -14,6 +14,7 @@ from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
                            check_probability, check_reduction, check_tensor, host_selection)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
+from ..kernels._dispatch import _constant_under_compile
 from ..registry import register_loss
 
 __all__ = ["simplex_etf", "neural_collapse_loss", "NeuralCollapseLoss"]
@@ -84,8 +85,9 @@ def _etf_host(num_classes: int, dim: int, seed: int) -> Tensor:
 
 
 # while torch.compile traces, the seeded frame is a constant of the graph (its CPU generator
-# cannot be traced); it is computed at trace time
-_etf_traced = getattr(torch._dynamo, "assume_constant_result", lambda fn: fn)(_etf_host)
+# cannot be traced); it is computed at trace time. The marker is torch.compiler's
+# assume_constant_result, set without importing torch._dynamo when tailwise is imported.
+_etf_traced = _constant_under_compile(_etf_host)
 
 
 def _default_etf(num_classes: int, dim: int, seed: int, like: Tensor) -> Tensor:
