@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import tailwise
+from torch.overrides import TorchFunctionMode
 from tailwise._validation import _device_paths
 from tests.specs import all_specs
 
@@ -200,38 +201,36 @@ def test_fullgraph_compile(name):
         _grads(got, args, kwargs)
 
 
-@contextlib.contextmanager
-def _no_host_reads(monkeypatch):
-    """Make every Python-level read of tensor values on the host fail (a CPU stand-in for
-    ``torch.cuda.set_sync_debug_mode("error")``): ``item``, ``tolist``, ``bool``/``int``/``float``
-    of a tensor, ``nonzero``, boolean-mask indexing, ``bincount``, ``unique``, ``masked_select``,
-    ``repeat_interleave`` without ``output_size``, ``.cpu()``, ``.numpy()``."""
-    def refuse(what):
-        def f(*args, **kwargs):
-            raise AssertionError(f"host read of tensor values: {what}")
-        return f
+class _RefuseHostReads(TorchFunctionMode):
+    """Fail every Python-level read of tensor values on the host (a CPU stand-in for
+    ``torch.cuda.set_sync_debug_mode("error")``): ``item``, ``tolist``, ``bool``/``int``/``float``/
+    index of a tensor, ``nonzero``, boolean-mask indexing, ``bincount``, ``unique``,
+    ``masked_select``, ``repeat_interleave`` without ``output_size``. A torch-function mode, not a
+    monkeypatch of ``torch.Tensor`` (patching its ``__getitem__`` would change how CPython sees
+    every tensor afterwards)."""
 
-    with monkeypatch.context() as m:
-        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy"):
-            m.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
-        for name in ("nonzero", "argwhere", "bincount", "unique", "unique_consecutive", "masked_select"):
-            m.setattr(torch, name, refuse(f"torch.{name}"))
-        getitem, ri = torch.Tensor.__getitem__, torch.repeat_interleave
+    _REFUSED = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "argwhere",
+                "bincount", "unique", "unique_consecutive", "masked_select", "numpy"}
 
-        def checked_getitem(self, index):
-            idx = index if isinstance(index, tuple) else (index,)
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in self._REFUSED:
+            raise AssertionError(f"host read of tensor values: {name}")
+        if name in ("__getitem__", "__setitem__") and len(args) > 1:
+            idx = args[1] if isinstance(args[1], tuple) else (args[1],)
             if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx):
                 raise AssertionError("host read of tensor values: boolean-mask indexing")
-            return getitem(self, index)
-
-        def checked_repeat_interleave(*args, **kwargs):
-            if isinstance(kwargs.get("repeats", args[1] if len(args) > 1 else None), torch.Tensor) \
-                    and kwargs.get("output_size") is None:
+        if name == "repeat_interleave":
+            repeats = kwargs.get("repeats", args[1] if len(args) > 1 else None)
+            if isinstance(repeats, torch.Tensor) and kwargs.get("output_size") is None:
                 raise AssertionError("host read of tensor values: repeat_interleave without output_size")
-            return ri(*args, **kwargs)
+        return func(*args, **kwargs)
 
-        m.setattr(torch.Tensor, "__getitem__", checked_getitem)
-        m.setattr(torch, "repeat_interleave", checked_repeat_interleave)
+
+@contextlib.contextmanager
+def _no_host_reads(monkeypatch=None):
+    with _RefuseHostReads():
         yield
 
 
