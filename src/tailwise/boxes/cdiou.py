@@ -26,7 +26,7 @@ def _safe_norm(dx: Tensor, dy: Tensor) -> Tensor:
 
 @float32_compute
 def cdiou_loss(input: Tensor, target: Tensor, *, lambda_: float = 1.0, box_format: str = "xyxy",
-               eps: float = DEFAULT_EPS, reduction: str = "mean", weight: Optional[Tensor] = None,
+               eps: float = DEFAULT_EPS, reduction: str = "mean", sample_weight: Optional[Tensor] = None,
                validate: bool = True) -> Tensor:
     r"""Control-Distance IoU loss between aligned boxes.
 
@@ -56,7 +56,7 @@ def cdiou_loss(input: Tensor, target: Tensor, *, lambda_: float = 1.0, box_forma
     dx1, dx2, dy1, dy2 = a1 - A1, a2 - A2, b1 - B1, b2 - B2
     corners = _safe_norm(dx1, dy1) + _safe_norm(dx2, dy1) + _safe_norm(dx2, dy2) + _safe_norm(dx1, dy2)
     loss = 1.0 - g.iou + lambda_ * corners / (4.0 * g.c2.sqrt())
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("cdiou")

@@ -20,7 +20,7 @@ _MODES = ("linear", "log")
 
 @float32_compute
 def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format: str = "xyxy",
-             eps: float = DEFAULT_EPS, reduction: str = "mean", weight: Optional[Tensor] = None,
+             eps: float = DEFAULT_EPS, reduction: str = "mean", sample_weight: Optional[Tensor] = None,
              validate: bool = True) -> Tensor:
     r"""IoU loss between aligned boxes.
 
@@ -38,7 +38,7 @@ def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format:
             ``"cxcywh"``).
         mode: ``"linear"`` (default) or ``"log"``.
         eps: added to the union (default ``1e-7``, torchvision's value).
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``; ``weight`` per-box weights.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``; ``sample_weight`` per-box weights.
         validate: raise ``ValueError`` on non-finite or inverted boxes (default True).
 
     Example:
@@ -52,7 +52,7 @@ def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format:
     p, t = check_pair(input, target, box_format, validate)
     g = pair_terms(*columns(p), *columns(t), eps)
     loss = 1.0 - g.iou if mode == "linear" else -g.iou.clamp_min(eps).log()
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("iou")

@@ -52,23 +52,23 @@ def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[
     return n, c
 
 
-def drop_ignored(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: Optional[int]):
+def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor], ignore_index: Optional[int]):
     """Remove rows whose label is ``ignore_index`` (as ``F.cross_entropy`` skips them).
 
-    Returns ``(input, target, weight, keep)`` where ``keep`` is the boolean row mask, or ``None``
+    Returns ``(input, target, sample_weight, keep)`` where ``keep`` is the boolean row mask, or ``None``
     when nothing was removed (no copy then). Only integer ``(N,)`` targets carry ignored labels;
     anything else is returned untouched for the usual validation to judge.
     """
     if (ignore_index is None or not isinstance(target, Tensor) or not isinstance(input, Tensor)
             or target.dim() != 1 or target.is_floating_point() or target.dtype == torch.bool
             or input.dim() != 2 or input.shape[0] != target.shape[0]):
-        return input, target, weight, None
+        return input, target, sample_weight, None
     keep = target != ignore_index
     if bool(keep.all()):
-        return input, target, weight, None
-    if isinstance(weight, Tensor) and weight.dim() >= 1 and weight.shape[0] == target.shape[0]:
-        weight = weight[keep]
-    return input[keep], target[keep], weight, keep
+        return input, target, sample_weight, None
+    if isinstance(sample_weight, Tensor) and sample_weight.dim() >= 1 and sample_weight.shape[0] == target.shape[0]:
+        sample_weight = sample_weight[keep]
+    return input[keep], target[keep], sample_weight, keep
 
 
 def restore_rows(loss: Tensor, keep: Optional[Tensor], reduction: str) -> Tensor:

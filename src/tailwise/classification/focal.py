@@ -84,7 +84,7 @@ def _alpha_vector(alpha, num_classes: int, like: Tensor) -> Optional[Tensor]:
 @float32_compute
 def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, Sequence[float]]] = None,
                gamma: float = 2.0, ignore_index: int = -100, reduction: str = "mean",
-               weight: Optional[Tensor] = None) -> Tensor:
+               sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Softmax (multi-class) focal loss :math:`-\alpha_{y} (1 - p_{y})^{\gamma} \log p_{y}`,
     ``p = softmax(input, dim=1)``.
 
@@ -101,7 +101,7 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
         ignore_index: target value that contributes no loss and no gradient.
         reduction: ``"mean"`` over the non-ignored elements (alpha does not enter the
             denominator), ``"sum"``, or ``"none"`` (shape ``(N, d1, ...)``).
-        weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
+        sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
     Example:
         >>> import torch, tailwise
@@ -119,7 +119,7 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
     a = _alpha_vector(alpha, C, input)
     alpha_y = a[y] if a is not None else None
     loss = _SoftmaxFocal.apply(input, y, alpha_y, valid if has_ignored else None, gamma)
-    return masked_reduce(loss, reduction, weight, valid if has_ignored else None)
+    return masked_reduce(loss, reduction, sample_weight, valid if has_ignored else None)
 
 
 class _SigmoidFocal(torch.autograd.Function):
@@ -174,7 +174,7 @@ class _SigmoidFocal(torch.autograd.Function):
 
 @float32_compute
 def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, gamma: float = 2.0,
-                       reduction: str = "mean", weight: Optional[Tensor] = None) -> Tensor:
+                       reduction: str = "mean", sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Sigmoid focal loss for multi-label classification and dense detection.
 
     :math:`\ell = \alpha_t (1 - p_t)^\gamma \mathrm{BCE}(x, t)`, ``p = sigmoid(x)``,
@@ -205,7 +205,7 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     gamma = check_nonnegative(gamma, "gamma")
     t = target.to(input.dtype)
     loss = _SigmoidFocal.apply(input, t, alpha, gamma)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("focal")
@@ -230,9 +230,9 @@ class FocalLoss(Loss):
                 raise ValueError(f"alpha must be 1-D (C,), got shape {tuple(alpha.shape)}")
         self.register_buffer("alpha", alpha)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return focal_loss(input, target, alpha=self.alpha, gamma=self.gamma, ignore_index=self.ignore_index,
-                          reduction=self.reduction, weight=weight)
+                          reduction=self.reduction, sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, ignore_index={self.ignore_index}, {super().extra_repr()}"
@@ -251,13 +251,13 @@ class SigmoidFocalLoss(Loss):
         self.alpha = _check_number(alpha, "alpha")
         self.gamma = check_nonnegative(gamma, "gamma")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         if (isinstance(target, Tensor) and not target.is_floating_point() and isinstance(input, Tensor)
                 and input.dim() == 2 and target.shape == input.shape[:1]):
             check_index_target(input, target)
             target = F.one_hot(target.long(), input.shape[1]).to(input.dtype)
         return sigmoid_focal_loss(input, target, alpha=self.alpha, gamma=self.gamma, reduction=self.reduction,
-                                  weight=weight)
+                                  sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}, {super().extra_repr()}"

@@ -58,7 +58,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
                 queue_labels: Optional[Tensor] = None, *, class_counts=None, effective_num_beta: float = 0.999,
                 num_positives: Optional[int] = None, num_negatives: Optional[int] = None,
                 temperature: float = 0.1, normalize: bool = False, gather_distributed: bool = False,
-                weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
     r"""ResCom contrastive term (Zhong et al., arXiv 2203.11506; github dvlab-research/Imbalanced-Learning ``ResCom``).
 
     Every view is an anchor; its contrast set is the other views of the batch plus, from the
@@ -105,7 +105,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
         if labels.numel() and (int(labels.max()) >= w.shape[0] or int(labels.min()) < 0):
             raise ValueError(f"labels must be in [0, {w.shape[0] - 1}] (one class_counts entry per class)")
         per_anchor = per_anchor * w[a_lab]
-    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, weight)
+    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
 @register_loss("rescom")
@@ -129,10 +129,10 @@ class ResComLoss(Loss):
                        num_negatives=num_negatives, temperature=temperature, normalize=normalize,
                        gather_distributed=gather_distributed)
 
-    def forward(self, features: Tensor, labels: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         qk = self.queue.keys if len(self.queue) else None
         loss = rescom_loss(features, labels, qk, self.queue.labels if qk is not None else None,
-                           class_counts=self.class_counts, weight=weight, reduction=self.reduction, **self.kw)
+                           class_counts=self.class_counts, sample_weight=sample_weight, reduction=self.reduction, **self.kw)
         if self.training:
             feats = as_views(features.detach())
             f0 = feats[:, 0]

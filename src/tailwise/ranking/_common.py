@@ -34,9 +34,9 @@ def warn_once(key, message: str, owner=None) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def prepare(input: Tensor, target: Tensor, ignore_index: int, weight: Optional[Tensor]):
+def prepare(input: Tensor, target: Tensor, ignore_index: int, sample_weight: Optional[Tensor]):
     """Validate and normalise to ``scores (N, C)``, ``pos (N, C) bool``, ``keep (N,) bool``,
-    ``weight (N,)`` (ones when not given).
+    ``sample_weight (N,)`` (ones when not given).
 
     Accepted forms:
 
@@ -84,16 +84,16 @@ def prepare(input: Tensor, target: Tensor, ignore_index: int, weight: Optional[T
         pos = torch.zeros(n, c, dtype=torch.bool, device=scores.device)
         idx = torch.nonzero(keep).squeeze(1)
         pos[idx, target[idx].long()] = True
-    if weight is None:
+    if sample_weight is None:
         w = torch.ones(n, dtype=scores.dtype, device=scores.device)
     else:
-        check_floating(weight, "weight", ndim=1)
-        if weight.shape[0] != n:
-            raise ValueError(f"weight must have shape ({n},) (one per row of input), got {tuple(weight.shape)}")
-        check_finite(weight, "weight")
-        if bool((weight < 0).any()):
-            raise ValueError("weight must be >= 0")
-        w = weight.detach().to(scores.dtype)
+        check_floating(sample_weight, "sample_weight", ndim=1)
+        if sample_weight.shape[0] != n:
+            raise ValueError(f"sample_weight must have shape ({n},) (one per row of input), got {tuple(sample_weight.shape)}")
+        check_finite(sample_weight, "sample_weight")
+        if bool((sample_weight < 0).any()):
+            raise ValueError("sample_weight must be >= 0")
+        w = sample_weight.detach().to(scores.dtype)
     return scores, pos, keep, w
 
 
@@ -109,7 +109,7 @@ def gather(scores: Tensor, pos: Tensor, keep: Tensor, w: Tensor, enabled: bool):
 
 
 def pack_rows(scores: Tensor, pos: Tensor, w: Tensor) -> Tensor:
-    """Queue rows ``[scores (C) | positives (C) | weight (1)]`` (detached)."""
+    """Queue rows ``[scores (C) | positives (C) | sample_weight (1)]`` (detached)."""
     return torch.cat([scores.detach(), pos.to(scores.dtype), w.unsqueeze(1).to(scores.dtype)], 1)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._reduction import rejects_weight
 from ..registry import build_loss, register_loss
 
 __all__ = ["WarmupBlend"]
@@ -160,6 +161,7 @@ class WarmupBlend(nn.Module):
         self._apply_temperature()
 
     # -- loss --------------------------------------------------------------------------------
+    @rejects_weight  # **kwargs would otherwise drop a bare weight= silently
     def forward(self, input: Tensor, target: Tensor, **kwargs) -> Tensor:
         lam = self.blend_weight
         self._apply_temperature()
