@@ -121,6 +121,16 @@ def test_difference_from_torchmetrics_macro_recall_on_absent_classes():
     assert ours.compute().item() == pytest.approx(sklearn_metrics.balanced_accuracy_score(target, pred))
     assert ours.compute().item() == pytest.approx(2 / 3)
     assert theirs.compute().item() == pytest.approx(4 / 9, abs=1e-6)
+    # macro F1 leaves out classes absent from both targets and predictions, in both libraries
+    from torchmetrics.classification import MulticlassF1Score
+
+    pred, target = torch.tensor([0, 0, 1, 2, 1]), torch.tensor([0, 1, 1, 1, 0])
+    f1, ref_f1 = MacroF1(5), MulticlassF1Score(num_classes=5, average="macro")
+    f1.update(pred, target)
+    ref_f1.update(pred, target)
+    assert f1.compute().item() == pytest.approx(ref_f1.compute().item(), abs=1e-6)
+    assert f1.compute().item() == pytest.approx(sklearn_metrics.f1_score(target, pred, average="macro",
+                                                                         zero_division=0))
 
 
 def test_stateful_regression_equals_functional():
