@@ -21,7 +21,7 @@ def _seeds(text: str) -> List[int]:
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a comma list (0,1,2), got {text!r}")
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a comma list (0,1,2), got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds must name at least one seed")
     return seeds
