@@ -10,3 +10,7 @@ from .pairwise import box_iou, distance_box_iou, generalized_box_iou
 
 __all__ = ["iou_loss", "giou_loss", "diou_loss", "ciou_loss", "eiou_loss", "focal_eiou_loss",
            "cdiou_loss", "box_iou", "generalized_box_iou", "distance_box_iou"]
+
+from .wiou import wiou_loss, wiou_momentum  # noqa: E402
+
+__all__ += ["wiou_loss", "wiou_momentum"]

@@ -25,3 +25,23 @@ from .tade import TADELoss, tade_inverse_prior, tade_test_time_weights  # noqa: 
 
 __all__ += ["EQLv2Loss", "SoftmaxEQLLoss", "EqualizedFocalLoss", "TADELoss", "tade_inverse_prior",
             "tade_test_time_weights"]
+
+# --- LDAM-DRW, Seesaw, decoupled classifiers (ldam.py, seesaw.py, decoupling.py) ---
+from .decoupling import LearnableWeightScaling, tau_normalize  # noqa: E402
+from .ldam import LDAMLoss, NormedLinear, drw_weights, ldam_margins  # noqa: E402
+from .seesaw import SeesawLoss  # noqa: E402
+
+__all__ += ["LDAMLoss", "NormedLinear", "drw_weights", "ldam_margins", "SeesawLoss", "LearnableWeightScaling",
+            "tau_normalize"]
+
+# --- Difficulty-Net (difficulty_net.py) ---
+from .difficulty_net import (DifficultyNet, DifficultyNetLoss, difficulty_net_driver_loss,  # noqa: E402
+                             difficulty_net_step, difficulty_net_weights)
+
+__all__ += ["DifficultyNet", "DifficultyNetLoss", "difficulty_net_weights", "difficulty_net_driver_loss",
+            "difficulty_net_step"]
+
+# --- BALLAD's balanced adapter (ballad.py) ---
+from .ballad import BalancedAdapter  # noqa: E402
+
+__all__ += ["BalancedAdapter"]

@@ -24,3 +24,15 @@ from .tade import tade_inverse_prior, tade_loss, tade_test_time_weights  # noqa:
 __all__ += ["eqlv2_loss", "eqlv2_weights", "eqlv2_grad_stats", "softmax_eql_loss", "softmax_eql_grad_stats",
             "equalized_focal_loss", "equalized_focal_grad_stats", "tade_loss", "tade_inverse_prior",
             "tade_test_time_weights"]
+
+# --- LDAM-DRW, Seesaw, decoupled classifiers ---
+from .decoupling import tau_normalize  # noqa: E402
+from .ldam import drw_weights, ldam_loss, ldam_margins  # noqa: E402
+from .seesaw import seesaw_detection_loss, seesaw_loss  # noqa: E402
+
+__all__ += ["ldam_loss", "ldam_margins", "drw_weights", "seesaw_loss", "seesaw_detection_loss", "tau_normalize"]
+
+# --- Difficulty-Net ---
+from .difficulty_net import difficulty_net_driver_loss, difficulty_net_loss, difficulty_net_weights  # noqa: E402
+
+__all__ += ["difficulty_net_loss", "difficulty_net_weights", "difficulty_net_driver_loss"]

@@ -19,3 +19,15 @@ from .tsc import TSCLoss, assign_targets, linear_sum_assignment, tsc_targets
 __all__ = ["InfoNCELoss", "SupConLoss", "DCLLoss", "DCLWLoss", "PaCoLoss", "BCLLoss", "BYOLLoss", "MemoryQueue",
            "TSCLoss", "ResComLoss", "tsc_targets", "assign_targets", "linear_sum_assignment",
            "rescom_class_weights", "hard_pair_mining"]
+
+from .boosted import BoostedCLLoss, MomentumLossTracker, momentum_weights  # noqa: E402
+
+__all__ += ["BoostedCLLoss", "MomentumLossTracker", "momentum_weights"]
+
+from .propos import KMeansResult, ProPosLoss, cluster_centers, propos_perturb, spherical_kmeans  # noqa: E402
+
+__all__ += ["ProPosLoss", "propos_perturb", "spherical_kmeans", "KMeansResult", "cluster_centers"]
+
+from .cp2 import CopyPasteViews, CP2Loss, copy_paste_views, cp2_pool  # noqa: E402
+
+__all__ += ["CP2Loss", "copy_paste_views", "CopyPasteViews", "cp2_pool"]

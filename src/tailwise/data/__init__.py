@@ -8,6 +8,8 @@
 Only torch, numpy and the standard library are imported.
 """
 
+from .boosted_augment import BoostedRandAugment, boosted_augment_params, boosted_magnitude
+from .class_aware import ClassAwareSampler
 from .cmo import CMOBatch, cmo_mix
 from .samplers import (ClassBalancedSampler, MinorityWeightedSampler, ProgressivelyBalancedSampler,
                        SquareRootSampler)
@@ -21,6 +23,10 @@ __all__ = [
     "SquareRootSampler",
     "ProgressivelyBalancedSampler",
     "MinorityWeightedSampler",
+    "ClassAwareSampler",
+    "BoostedRandAugment",
+    "boosted_augment_params",
+    "boosted_magnitude",
     "CMOBatch",
     "cmo_mix",
 ]
