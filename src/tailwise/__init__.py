@@ -23,18 +23,24 @@ from ._validation import validation
 from ._version import __version__
 from .boxes import (
     box_convert, box_iou, CDIoULoss, CIoULoss, DIoULoss, distance_box_iou, EIoULoss, FocalEIoULoss,
-    generalized_box_iou, get_box_backend, GIoULoss, IoULoss, set_box_backend,
+    generalized_box_iou, get_box_backend, GIoULoss, IoULoss, set_box_backend, wiou_momentum,
+    WIOU_PRESETS, WIoULoss,
 )
 from .classification import (
-    adjust_logits, BalancedSoftmaxLoss, BalBCELoss, class_balanced_weights, ClassBalancedLoss,
-    CrossEntropyLoss, difficulty_weights, DifficultyWeightedLoss, EntropyLoss, EQLv2Loss,
-    EqualizedFocalLoss, FocalLoss, IIF_VARIANTS, iif_weights, IIFLoss, KLDivLoss, LogitAdjustedLoss,
-    SigmoidFocalLoss, SoftmaxEQLLoss, tade_inverse_prior, tade_test_time_weights, TADELoss,
+    adjust_logits, BalancedAdapter, BalancedSoftmaxLoss, BalBCELoss, class_balanced_weights,
+    ClassBalancedLoss, CrossEntropyLoss, difficulty_net_driver_loss, difficulty_net_step,
+    difficulty_net_weights, difficulty_weights, DifficultyNet, DifficultyNetLoss,
+    DifficultyWeightedLoss, drw_weights, EntropyLoss, EQLv2Loss, EqualizedFocalLoss, FocalLoss,
+    IIF_VARIANTS, iif_weights, IIFLoss, KLDivLoss, ldam_margins, LDAMLoss, LearnableWeightScaling,
+    LogitAdjustedLoss, NormedLinear, SeesawLoss, SigmoidFocalLoss, SoftmaxEQLLoss,
+    tade_inverse_prior, tade_test_time_weights, TADELoss, tau_normalize,
 )
 from .contrastive import (
-    assign_targets, BCLLoss, BYOLLoss, DCLLoss, DCLWLoss, hard_pair_mining, InfoNCELoss,
-    linear_sum_assignment, MemoryQueue, PaCoLoss, rescom_class_weights, ResComLoss, SupConLoss,
-    tsc_targets, TSCLoss,
+    assign_targets, BCLLoss, BoostedCLLoss, BYOLLoss, cluster_centers, copy_paste_views,
+    CopyPasteViews, cp2_pool, CP2Loss, DCLLoss, DCLWLoss, hard_pair_mining, InfoNCELoss,
+    KMeansResult, linear_sum_assignment, MemoryQueue, momentum_weights, MomentumLossTracker,
+    PaCoLoss, propos_perturb, ProPosLoss, rescom_class_weights, ResComLoss, spherical_kmeans,
+    SupConLoss, tsc_targets, TSCLoss,
 )
 from .ranking import (
     PAUCAtBudgetLoss, RecallAtQuantileLoss, SmoothAPLoss, WarmupBlend,
@@ -44,7 +50,8 @@ from .regression import (
     SmoothL1Loss,
 )
 from .segmentation import (
-    DiceCELoss, DiceLoss, FocalTverskyLoss, NeuralCollapseLoss, simplex_etf, TverskyLoss,
+    DiceCELoss, DiceLoss, FocalTverskyLoss, GeneralizedDiceLoss, NeuralCollapseLoss, simplex_etf,
+    TverskyLoss,
 )
 from .registry import build_loss, describe_losses, get_loss_class, list_losses, register_loss
 
@@ -57,24 +64,30 @@ __all__ = [
     # boxes
     "box_convert", "box_iou", "CDIoULoss", "CIoULoss", "DIoULoss", "distance_box_iou", "EIoULoss",
     "FocalEIoULoss", "generalized_box_iou", "get_box_backend", "GIoULoss", "IoULoss",
-    "set_box_backend",
+    "set_box_backend", "wiou_momentum", "WIOU_PRESETS", "WIoULoss",
     # classification
-    "adjust_logits", "BalancedSoftmaxLoss", "BalBCELoss", "class_balanced_weights",
-    "ClassBalancedLoss", "CrossEntropyLoss", "difficulty_weights", "DifficultyWeightedLoss",
-    "EntropyLoss", "EQLv2Loss", "EqualizedFocalLoss", "FocalLoss", "IIF_VARIANTS", "iif_weights",
-    "IIFLoss", "KLDivLoss", "LogitAdjustedLoss", "SigmoidFocalLoss", "SoftmaxEQLLoss",
-    "tade_inverse_prior", "tade_test_time_weights", "TADELoss",
+    "adjust_logits", "BalancedAdapter", "BalancedSoftmaxLoss", "BalBCELoss",
+    "class_balanced_weights", "ClassBalancedLoss", "CrossEntropyLoss", "difficulty_net_driver_loss",
+    "difficulty_net_step", "difficulty_net_weights", "difficulty_weights", "DifficultyNet",
+    "DifficultyNetLoss", "DifficultyWeightedLoss", "drw_weights", "EntropyLoss", "EQLv2Loss",
+    "EqualizedFocalLoss", "FocalLoss", "IIF_VARIANTS", "iif_weights", "IIFLoss", "KLDivLoss",
+    "ldam_margins", "LDAMLoss", "LearnableWeightScaling", "LogitAdjustedLoss", "NormedLinear",
+    "SeesawLoss", "SigmoidFocalLoss", "SoftmaxEQLLoss", "tade_inverse_prior",
+    "tade_test_time_weights", "TADELoss", "tau_normalize",
     # contrastive
-    "assign_targets", "BCLLoss", "BYOLLoss", "DCLLoss", "DCLWLoss", "hard_pair_mining",
-    "InfoNCELoss", "linear_sum_assignment", "MemoryQueue", "PaCoLoss", "rescom_class_weights",
-    "ResComLoss", "SupConLoss", "tsc_targets", "TSCLoss",
+    "assign_targets", "BCLLoss", "BoostedCLLoss", "BYOLLoss", "cluster_centers", "copy_paste_views",
+    "CopyPasteViews", "cp2_pool", "CP2Loss", "DCLLoss", "DCLWLoss", "hard_pair_mining",
+    "InfoNCELoss", "KMeansResult", "linear_sum_assignment", "MemoryQueue", "momentum_weights",
+    "MomentumLossTracker", "PaCoLoss", "propos_perturb", "ProPosLoss", "rescom_class_weights",
+    "ResComLoss", "spherical_kmeans", "SupConLoss", "tsc_targets", "TSCLoss",
     # ranking
     "PAUCAtBudgetLoss", "RecallAtQuantileLoss", "SmoothAPLoss", "WarmupBlend",
     # regression
     "BalancedL1Loss", "BMCLoss", "BNILoss", "fit_gmm", "GAILoss", "GMMFit", "L1Loss", "label_bins",
     "MSELoss", "SmoothL1Loss",
     # segmentation
-    "DiceCELoss", "DiceLoss", "FocalTverskyLoss", "NeuralCollapseLoss", "simplex_etf", "TverskyLoss",
+    "DiceCELoss", "DiceLoss", "FocalTverskyLoss", "GeneralizedDiceLoss", "NeuralCollapseLoss",
+    "simplex_etf", "TverskyLoss",
 ]
 
 # A name that a family adds to its __all__ is exported here too, even before it is added to the
