@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .._base import Loss
 from .._precision import float32_compute
-from .._validation import _check_number, check_class_counts, check_positive
+from .._validation import check_class_counts, check_positive
 from ..registry import register_loss
 from ._common import check_index_target, check_logits
 from .class_balanced import class_balanced_weights
