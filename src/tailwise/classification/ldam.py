@@ -44,7 +44,7 @@ def _ldam(input: Tensor, target: Tensor, margins: Tensor, s: float, class_weight
     m = margins.to(dtype=input.dtype, device=input.device)[safe]
     adjusted = input - F.one_hot(safe, input.shape[1]).to(input.dtype) * m.unsqueeze(1)
     return cross_entropy_loss(s * adjusted, target, class_weight=class_weight, ignore_index=ignore_index,
-                              reduction=reduction, weight=sample_weight)
+                              reduction=reduction, sample_weight=sample_weight)
 
 
 @float32_compute
