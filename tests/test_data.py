@@ -249,6 +249,9 @@ def test_sampler_does_not_shard_itself_in_a_process_group(monkeypatch):
     monkeypatch.setattr(twdist, "get_rank", lambda: 1)
     for cls in (ClassBalancedSampler, SquareRootSampler, MinorityWeightedSampler):
         assert len(cls(LT, num_samples=192)) == 192
+    from tailwise.data import ClassAwareSampler
+
+    assert len(ClassAwareSampler(LT, num_samples=192)) == 192
     make = functools.partial(ClassBalancedSampler, LT, num_samples=192, seed=4)
     shards = [_lightning_epoch(r, 2, make, epoch=3) for r in range(2)]
     assert [len(s) for s in shards] == [96, 96]
