@@ -1,4 +1,4 @@
-"""Specs of the methods added to match the peers: ldam, seesaw, generalized_dice, wiou."""
+"""Specs of the methods added to match the peers: ldam, seesaw, generalized_dice, wiou, 3-D boxes."""
 
 from __future__ import annotations
 
@@ -42,6 +42,21 @@ def _boxes(n, device, dtype, g):
     return (p, t), {}
 
 
+def _boxes3d(n, device, dtype, g):
+    lo = torch.rand(n, 3, generator=g) * 10
+    size = torch.rand(n, 3, generator=g) * 4 + 0.5
+    p = torch.cat([lo, lo + size], -1).to(device=device, dtype=dtype).requires_grad_(True)
+    lo2 = lo + torch.rand(n, 3, generator=g)
+    t = torch.cat([lo2, lo2 + size], -1).to(device=device, dtype=dtype)
+    return (p, t), {}
+
+
+def _ntxent(n, device, dtype, g):
+    z = torch.nn.functional.normalize(torch.randn(n, 8, generator=g), dim=-1)
+    z = z.to(device=device, dtype=dtype).requires_grad_(True)
+    return (z, torch.randint(0, 3, (n,), generator=g).to(device)), {}
+
+
 SPECS = {
     "ldam": LossSpec(make=_ldam, functional=TF.ldam_loss, module_kwargs={"class_counts": _COUNTS},
                      functional_kwargs={"class_counts": _COUNTS}, needs_class_counts=True),
@@ -50,4 +65,7 @@ SPECS = {
     "seesaw": LossSpec(make=_seesaw, functional=None, module_kwargs={"num_classes": 5}, stateful=True),
     "generalized_dice": LossSpec(make=_seg, functional=TF.generalized_dice_loss),
     "wiou": LossSpec(make=_boxes, functional=None, module_kwargs={"version": "v3"}, stateful=True),
+    "iou_3d": LossSpec(make=_boxes3d, functional=TF.iou_3d_loss),
+    "giou_3d": LossSpec(make=_boxes3d, functional=TF.giou_3d_loss),
+    "ntxent": LossSpec(make=_ntxent, functional=TF.ntxent_loss, pairwise=True, reductions=("mean",)),
 }

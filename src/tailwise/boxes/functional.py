@@ -14,3 +14,7 @@ __all__ = ["iou_loss", "giou_loss", "diou_loss", "ciou_loss", "eiou_loss", "foca
 from .wiou import wiou_loss, wiou_momentum  # noqa: E402
 
 __all__ += ["wiou_loss", "wiou_momentum"]
+
+from .box3d import box_iou_3d, generalized_box_iou_3d, giou_3d_loss, iou_3d_loss  # noqa: E402
+
+__all__ += ["iou_3d_loss", "giou_3d_loss", "box_iou_3d", "generalized_box_iou_3d"]

@@ -31,3 +31,7 @@ __all__ += ["ProPosLoss", "propos_perturb", "spherical_kmeans", "KMeansResult", 
 from .cp2 import CopyPasteViews, CP2Loss, copy_paste_views, cp2_pool  # noqa: E402
 
 __all__ += ["CP2Loss", "copy_paste_views", "CopyPasteViews", "cp2_pool"]
+
+from .ntxent import NTXentLoss  # noqa: E402
+
+__all__ += ["NTXentLoss"]

@@ -23,3 +23,7 @@ __all__ += ["propos_loss", "prototype_scattering_loss"]
 from .cp2 import cp2_loss  # noqa: E402
 
 __all__ += ["cp2_loss"]
+
+from .ntxent import ntxent_loss  # noqa: E402
+
+__all__ += ["ntxent_loss"]
