@@ -22,9 +22,9 @@ from . import (boxes, classification, contrastive, data, distributed, functional
 from ._validation import validation
 from ._version import __version__
 from .boxes import (
-    box_convert, box_iou, CDIoULoss, CIoULoss, DIoULoss, distance_box_iou, EIoULoss, FocalEIoULoss,
-    generalized_box_iou, get_box_backend, GIoULoss, IoULoss, set_box_backend, wiou_momentum,
-    WIOU_PRESETS, WIoULoss,
+    box_convert, box_iou, box_iou_3d, CDIoULoss, CIoULoss, DIoULoss, distance_box_iou, EIoULoss,
+    FocalEIoULoss, generalized_box_iou, generalized_box_iou_3d, get_box_backend, GIoU3DLoss,
+    GIoULoss, IoU3DLoss, IoULoss, set_box_backend, wiou_momentum, WIOU_PRESETS, WIoULoss,
 )
 from .classification import (
     adjust_logits, BalancedAdapter, BalancedSoftmaxLoss, BalBCELoss, class_balanced_weights,
@@ -39,8 +39,8 @@ from .contrastive import (
     assign_targets, BCLLoss, BoostedCLLoss, BYOLLoss, cluster_centers, copy_paste_views,
     CopyPasteViews, cp2_pool, CP2Loss, DCLLoss, DCLWLoss, hard_pair_mining, InfoNCELoss,
     KMeansResult, linear_sum_assignment, MemoryQueue, momentum_weights, MomentumLossTracker,
-    PaCoLoss, propos_perturb, ProPosLoss, rescom_class_weights, ResComLoss, spherical_kmeans,
-    SupConLoss, tsc_targets, TSCLoss,
+    NTXentLoss, PaCoLoss, propos_perturb, ProPosLoss, rescom_class_weights, ResComLoss,
+    spherical_kmeans, SupConLoss, tsc_targets, TSCLoss,
 )
 from .ranking import (
     PAUCAtBudgetLoss, RecallAtQuantileLoss, SmoothAPLoss, WarmupBlend,
@@ -62,9 +62,10 @@ __all__ = [
     # registry and validation mode
     "build_loss", "describe_losses", "get_loss_class", "list_losses", "register_loss", "validation",
     # boxes
-    "box_convert", "box_iou", "CDIoULoss", "CIoULoss", "DIoULoss", "distance_box_iou", "EIoULoss",
-    "FocalEIoULoss", "generalized_box_iou", "get_box_backend", "GIoULoss", "IoULoss",
-    "set_box_backend", "wiou_momentum", "WIOU_PRESETS", "WIoULoss",
+    "box_convert", "box_iou", "box_iou_3d", "CDIoULoss", "CIoULoss", "DIoULoss", "distance_box_iou",
+    "EIoULoss", "FocalEIoULoss", "generalized_box_iou", "generalized_box_iou_3d", "get_box_backend",
+    "GIoU3DLoss", "GIoULoss", "IoU3DLoss", "IoULoss", "set_box_backend", "wiou_momentum",
+    "WIOU_PRESETS", "WIoULoss",
     # classification
     "adjust_logits", "BalancedAdapter", "BalancedSoftmaxLoss", "BalBCELoss",
     "class_balanced_weights", "ClassBalancedLoss", "CrossEntropyLoss", "difficulty_net_driver_loss",
@@ -78,8 +79,8 @@ __all__ = [
     "assign_targets", "BCLLoss", "BoostedCLLoss", "BYOLLoss", "cluster_centers", "copy_paste_views",
     "CopyPasteViews", "cp2_pool", "CP2Loss", "DCLLoss", "DCLWLoss", "hard_pair_mining",
     "InfoNCELoss", "KMeansResult", "linear_sum_assignment", "MemoryQueue", "momentum_weights",
-    "MomentumLossTracker", "PaCoLoss", "propos_perturb", "ProPosLoss", "rescom_class_weights",
-    "ResComLoss", "spherical_kmeans", "SupConLoss", "tsc_targets", "TSCLoss",
+    "MomentumLossTracker", "NTXentLoss", "PaCoLoss", "propos_perturb", "ProPosLoss",
+    "rescom_class_weights", "ResComLoss", "spherical_kmeans", "SupConLoss", "tsc_targets", "TSCLoss",
     # ranking
     "PAUCAtBudgetLoss", "RecallAtQuantileLoss", "SmoothAPLoss", "WarmupBlend",
     # regression
