@@ -81,6 +81,7 @@ def time_impl(case: Case, impl: Impl, device: str, warmup: int = 25, rep: int = 
             return loss
 
         value = float(step().detach().float())
+        graph_ms = None
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -91,13 +92,14 @@ def time_impl(case: Case, impl: Impl, device: str, warmup: int = 25, rep: int = 
             peak = torch.cuda.max_memory_allocated() - base
             from triton.testing import do_bench
             ms = do_bench(step, warmup=warmup, rep=rep, return_mode="median")
+            graph_ms = _graph_ms(step, leaves, warmup, rep)
         else:
             peak = float("nan")
             t0 = time.perf_counter()
             for _ in range(3):
                 step()
             ms = (time.perf_counter() - t0) / 3 * 1e3
-        return {"ms": ms, "peak_mib": peak / 2**20, "value": value}
+        return {"ms": ms, "graph_ms": graph_ms, "peak_mib": peak / 2**20, "value": value}
     except torch.cuda.OutOfMemoryError:
         return {"ms": None, "peak_mib": None, "value": None, "error": "OOM"}
     finally:
@@ -108,6 +110,29 @@ def time_impl(case: Case, impl: Impl, device: str, warmup: int = 25, rep: int = 
                 os.environ[k] = v
         if device == "cuda":
             torch.cuda.empty_cache()
+
+
+def _graph_ms(step, leaves, warmup: int, rep: int):
+    """Median time of one fwd+bwd replayed from a CUDA graph (no Python or launch overhead),
+    or ``None`` when capture fails (the error is the point: every loss must capture)."""
+    from triton.testing import do_bench
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        for leaf in leaves:
+            leaf.grad = None
+        with torch.cuda.graph(graph):
+            loss = step()
+        del loss
+        return do_bench(graph.replay, warmup=warmup, rep=rep, return_mode="median")
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        print(f"  CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        return None
 
 
 def collect(only: Optional[str], quick: bool) -> List[Case]:
@@ -153,15 +178,17 @@ def main(argv=None) -> int:
             print(json.dumps(r), flush=True)
     pathlib.Path(args.json).write_text(json.dumps({"versions": info, "rows": rows}, indent=1))
     print(f"\n{info}\n")
-    print("| family | size | dtype | implementation | fwd+bwd ms | extra peak MiB | loss |")
-    print("|---|---|---|---|---|---|---|")
+    print("| family | size | dtype | implementation | fwd+bwd ms (eager) | fwd+bwd ms (CUDA graph) | extra peak MiB | loss |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "skipped" in r:
-            print(f"| {r['family']} | {r['size']} | | {r['impl']} | skipped: {r['skipped']} | | |")
+            print(f"| {r['family']} | {r['size']} | | {r['impl']} | skipped: {r['skipped']} | | | |")
         elif r.get("error"):
-            print(f"| {r['family']} | {r['size']} | {r['dtype']} | {r['impl']} | {r['error']} | | |")
+            print(f"| {r['family']} | {r['size']} | {r['dtype']} | {r['impl']} | {r['error']} | | | |")
         else:
-            print(f"| {r['family']} | {r['size']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | {r['peak_mib']:.0f} | {r['value']:.6g} |")
+            g = "capture failed" if r.get("graph_ms") is None else f"{r['graph_ms']:.3f}"
+            print(f"| {r['family']} | {r['size']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | {g} | "
+                  f"{r['peak_mib']:.0f} | {r['value']:.6g} |")
     return 0
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 import tailwise
 import tailwise.functional as TF
-from tailwise.ranking.smooth_ap import _SoftRank
+from tailwise.kernels.soft_rank import _SoftRank
 
 
 # ---------------------------------------------------------------- exact metrics (no sklearn)

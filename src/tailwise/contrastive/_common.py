@@ -6,7 +6,16 @@
   recomputes each chunk),
 * :func:`positive_stats`, the sum and count of positive similarities computed from per-class
   feature sums (``O((M + L) D)`` instead of a dense ``(M, L)`` mask),
-* :func:`gather`, the distributed all-gather with gradients.
+* :func:`gather`, the distributed all-gather with gradients,
+* :func:`host_selection`, which tells data-dependent (host-synchronising) selection from its
+  masked, fixed-shape form (see below), and the value checks that never synchronise on CUDA.
+
+Host synchronisation policy (docs/conventions.md): metadata checks always run; value checks
+(unit norm, label range, queue consistency) raise the exact ``ValueError`` for eager CPU tensors
+(and in ``tailwise.validation("full")``), and become device-side asserts on CUDA and while
+``torch.compile`` traces. Data-dependent selection (``torch.unique``, ``nonzero``, boolean-mask
+indexing) is only used for eager CPU tensors, where it is fastest and costs no synchronisation;
+on accelerators and while tracing the same quantities are computed with masks over fixed shapes.
 
 Unit-norm policy (every loss of the family): features must be L2-normalised along the last
 dimension, as every reference implementation assumes (the model normalises its projection
@@ -18,14 +27,17 @@ the tangent space), so it is opt-in.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+import math
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_floating, check_tensor
+from .._validation import (assert_values, check_class_counts, check_class_indices, check_floating, check_tensor,
+                           host_value_checks)
 from ..distributed import all_gather_no_grad, all_gather_with_grad, is_dist_initialized
 
 NORM_TOL = 1e-2
@@ -33,6 +45,106 @@ NORM_TOL = 1e-2
 CHUNK_ELEMENTS = 1 << 22
 # up to this many (anchor x contrast) entries the softmax is kept for backward instead of recomputed
 KEEP_ELEMENTS = 1 << 25
+
+
+_MASKED = {"force": False}
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+try:  # the library-wide predicate (and its testing switch) where _validation provides one
+    from .._validation import host_selection as _shared_host_selection
+except ImportError:  # pragma: no cover - older _validation
+    _shared_host_selection = None
+
+
+def host_selection(*tensors) -> bool:
+    """True where data-dependent selection (``unique``, ``nonzero``, boolean masks) may be used.
+
+    That is eager mode with every tensor on the CPU: there it is the fastest form and costs no
+    device synchronisation. On accelerators and while ``torch.compile`` traces, the callers use
+    their masked, fixed-shape form instead (no host sync, capturable by CUDA graphs).
+    """
+    if _MASKED["force"]:
+        return False
+    if _shared_host_selection is not None:
+        return _shared_host_selection(*tensors)
+    if _compiling():
+        return False
+    return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
+
+
+@contextlib.contextmanager
+def masked_paths() -> Iterator[None]:
+    """Testing aid: use the masked (accelerator / compile) form of every selection on CPU too."""
+    old = _MASKED["force"]
+    _MASKED["force"] = True
+    try:
+        yield
+    finally:
+        _MASKED["force"] = old
+
+
+def check_label_range(labels: Tensor, num_classes: int, name: str = "labels") -> Tensor:
+    """Integer labels in ``[0, num_classes)``: exact ``ValueError`` on eager CPU, device assert elsewhere."""
+    if host_value_checks(labels):
+        return check_class_indices(labels, num_classes, name)
+    check_tensor(labels, name)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class indices (int64), got dtype {labels.dtype}")
+    if labels.numel():
+        assert_values(((labels >= 0) & (labels < num_classes)).all(),
+                      f"{name} must be class indices in [0, {num_classes - 1}]")
+    return labels
+
+
+_COUNTS_CACHE: Dict[tuple, Tensor] = {}
+_COUNTS_CACHE_SIZE = 64
+
+
+def class_counts_on(class_counts, num_classes: Optional[int], device) -> Tensor:
+    """Validated float64 ``class_counts`` on ``device``, without a per-call host->device copy.
+
+    A tensor is validated where it lives (exact errors on eager CPU, device asserts on CUDA);
+    a list / tuple / array is validated once on the host and its device copy is cached.
+    """
+    device = torch.device(device)
+    if isinstance(class_counts, Tensor):
+        if host_value_checks(class_counts):
+            return check_class_counts(class_counts, num_classes, device=device)
+        counts = class_counts.detach()
+        if counts.dtype == torch.bool or counts.is_complex():
+            raise TypeError(f"class_counts must hold real numbers, got dtype {counts.dtype}")
+        if counts.dim() != 1 or counts.numel() == 0:
+            raise ValueError("class_counts must be a non-empty 1-D sequence of per-class counts, "
+                             f"got shape {tuple(counts.shape)}")
+        if num_classes is not None and counts.numel() != num_classes:
+            raise ValueError(f"class_counts must have one entry per class ({num_classes}), got {counts.numel()}")
+        counts = counts.to(dtype=torch.float64, device=device)
+        assert_values((torch.isfinite(counts) & (counts > 0)).all(), "class_counts must be finite and positive")
+        return counts
+    if _compiling():
+        # a python sequence is a constant of the traced graph: validate it in python
+        vals = [float(c) for c in class_counts]
+        if num_classes is not None and len(vals) != num_classes:
+            raise ValueError(f"class_counts must have one entry per class ({num_classes}), got {len(vals)}")
+        if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
+            raise ValueError("class_counts must be a non-empty sequence of finite, positive counts")
+        return torch.tensor(vals, dtype=torch.float64, device=device)
+    try:
+        key = (tuple(float(c) for c in class_counts), num_classes, str(device))
+    except (TypeError, ValueError):
+        return check_class_counts(class_counts, num_classes, device=device)  # raises the exact error
+    hit = _COUNTS_CACHE.get(key)
+    if hit is None:
+        hit = check_class_counts(class_counts, num_classes).to(device)
+        if len(_COUNTS_CACHE) >= _COUNTS_CACHE_SIZE:
+            _COUNTS_CACHE.pop(next(iter(_COUNTS_CACHE)))
+        _COUNTS_CACHE[key] = hit
+    return hit
 
 
 def check_features(features: Tensor, name: str = "features", *, ndim=(2, 3),
@@ -45,8 +157,12 @@ def check_features(features: Tensor, name: str = "features", *, ndim=(2, 3),
         return F.normalize(features, dim=-1)
     if features.numel():
         norms = features.detach().norm(dim=-1)
-        bad = (norms - 1).abs() > NORM_TOL
-        if bool(bad.any()) or not bool(torch.isfinite(norms).all()):
+        if not host_value_checks(features):
+            # the negated form also fails on NaN norms
+            assert_values(((norms - 1).abs() <= NORM_TOL).all(),
+                          f"{name} must be L2-normalised along the last dimension (|norm - 1| <= {NORM_TOL}); "
+                          f"normalise them (torch.nn.functional.normalize(x, dim=-1)) or pass normalize=True")
+        elif bool(((norms - 1).abs() > NORM_TOL).any()) or not bool(torch.isfinite(norms).all()):
             raise ValueError(
                 f"{name} must be L2-normalised along the last dimension (|norm - 1| <= {NORM_TOL}), got "
                 f"norms in [{norms.min().item():.4g}, {norms.max().item():.4g}]; normalise them "
@@ -103,9 +219,10 @@ def _block(a: Tensor, c: Tensor, col_bias: Optional[Tensor], self_idx: Optional[
         logits = torch.where(same, logits + same_bias, logits)
     if self_idx is not None:
         idx = self_idx if self_idx.dim() == 2 else self_idx[:, None]
-        rows, k = torch.nonzero(idx >= 0, as_tuple=True)
-        flat = rows * logits.shape[1] + idx[rows, k]
-        logits.view(-1).index_fill_(0, flat, float("-inf"))
+        # adding -inf (0 where idx < 0 means "no self column") masks without a data-dependent
+        # nonzero(); repeated indices are harmless since -inf + -inf = -inf
+        src = torch.zeros(idx.shape, dtype=logits.dtype, device=logits.device).masked_fill_(idx >= 0, float("-inf"))
+        logits.scatter_add_(1, idx.clamp_min(0), src)
     return logits
 
 
@@ -189,6 +306,15 @@ def chunked_lse(anchors: Tensor, contrast: Tensor, scale: float, *, col_bias: Op
     return _ChunkedLSE.apply(anchors, contrast, float(scale), col_bias, self_idx, a_lab, c_lab, same_bias, chunk)
 
 
+def _group_ids(labels: Tensor) -> Tensor:
+    """Dense ids of equal labels in ``[0, len(labels))`` with a fixed-size output (no ``unique``)."""
+    srt, perm = torch.sort(labels)
+    new = torch.ones_like(srt, dtype=torch.bool)
+    new[1:] = srt[1:] != srt[:-1]
+    gid = torch.cumsum(new.long(), 0) - 1
+    return torch.empty_like(gid).scatter_(0, perm, gid)
+
+
 def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tensor, *,
                    self_idx: Optional[Tensor] = None, pos_weight: Optional[Tensor] = None
                    ) -> Tuple[Tensor, Tensor]:
@@ -199,9 +325,13 @@ def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tens
     Returns ``(dot_sum (M,), weight_sum (M,))``.
     """
     w = contrast.new_ones(contrast.shape[0]) if pos_weight is None else pos_weight.to(contrast.dtype)
-    uniq, inv = torch.unique(torch.cat([a_lab, c_lab]), return_inverse=True)
+    both = torch.cat([a_lab, c_lab])
+    if host_selection(anchors, contrast):
+        uniq, inv = torch.unique(both, return_inverse=True)
+        k = uniq.shape[0]
+    else:
+        inv, k = _group_ids(both), both.shape[0]
     a_cls, c_cls = inv[:a_lab.shape[0]], inv[a_lab.shape[0]:]
-    k = uniq.shape[0]
     sums = contrast.new_zeros(k, contrast.shape[1]).index_add(0, c_cls, contrast * w[:, None])
     counts = w.new_zeros(k).index_add(0, c_cls, w)
     pos_vec = sums[a_cls]

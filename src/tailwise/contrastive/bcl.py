@@ -10,9 +10,10 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_class_indices, check_positive
+from .._validation import check_positive
 from ..registry import register_loss
-from ._common import as_views, check_features, chunked_lse, flatten_views, gather, positive_stats
+from ._common import (as_views, check_features, check_label_range, chunked_lse, flatten_views, gather,
+                      positive_stats)
 
 __all__ = ["bcl_loss", "BCLLoss"]
 
@@ -55,7 +56,7 @@ def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: 
     if centers.shape[1] != d:
         raise ValueError(f"centers must have shape (C, {d}), got {tuple(centers.shape)}")
     num_classes = centers.shape[0]
-    check_class_indices(labels, num_classes, "labels")
+    check_label_range(labels, num_classes, "labels")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
     labels = labels.long()
@@ -68,7 +69,9 @@ def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: 
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
-    counts = torch.bincount(c_lab, minlength=num_classes).to(feats.dtype)
+    # index_add, not bincount: bincount's output size depends on max(c_lab) (a host read on CUDA)
+    counts = torch.zeros(num_classes, dtype=feats.dtype, device=feats.device).index_add_(
+        0, c_lab, torch.ones(c_lab.shape, dtype=feats.dtype, device=feats.device))
     col_bias = -torch.log(counts)[c_lab]
     same = torch.where(counts > 1, torch.log(counts / (counts - 1).clamp_min(1)), torch.zeros_like(counts))[c_lab]
     lse = chunked_lse(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,

@@ -13,6 +13,7 @@ from .._base import Loss
 from .._precision import float32_compute
 from .._validation import check_floating, check_nonnegative, check_positive, check_tensor
 from ..registry import register_loss
+from ._common import host_selection
 from .queue import MemoryQueue
 
 __all__ = ["cp2_loss", "cp2_pool", "copy_paste_views", "CopyPasteViews", "CP2Loss"]
@@ -41,7 +42,7 @@ def cp2_pool(dense: Tensor, mask: Tensor) -> Tensor:
 
 @float32_compute
 def cp2_loss(q_dense: Tensor, k_dense: Tensor, mask_q: Tensor, mask_k: Tensor, queue: Optional[Tensor] = None, *,
-             temperature: float = 0.2, dense_weight: float = 0.2) -> Tensor:
+             temperature: float = 0.2, dense_weight: float = 0.2, queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""CP2 loss :math:`L = L_{ins} + 0.2\,L_{dense}` on dense features of two copy-paste views.
 
     Per pixel features are L2-normalised: :math:`q_x`, :math:`k_y` (keys from the momentum
@@ -70,6 +71,8 @@ def cp2_loss(q_dense: Tensor, k_dense: Tensor, mask_q: Tensor, mask_k: Tensor, q
         mask_q, mask_k: ``(B, h, w)`` foreground masks at feature resolution
             (:func:`copy_paste_views` makes them).
         queue: ``(K, C)`` unit-norm negative keys (e.g. ``MemoryQueue.keys``).
+        queue_mask: optional ``(K,)`` bool, the queue rows to use (:meth:`MemoryQueue.masked`);
+            with none valid the instance term is 0, as without a queue.
 
     Example:
         >>> import torch, tailwise
@@ -97,7 +100,13 @@ def cp2_loss(q_dense: Tensor, k_dense: Tensor, mask_q: Tensor, mask_k: Tensor, q
         # MoCo's logits [q.k, q.queue] / T with the positive at index 0 (an empty mask pools to a
         # zero vector, whose logits are all 0: finite, where the official code gives NaN)
         pos = (q_ins * k_ins).sum(1, keepdim=True)
-        logits = torch.cat([pos, q_ins @ queue.detach().to(q_ins.dtype).t()], 1) / t
+        neg = q_ins @ queue.detach().to(q_ins.dtype).t()
+        if queue_mask is not None:
+            if queue_mask.dtype != torch.bool or tuple(queue_mask.shape) != (queue.shape[0],):
+                raise ValueError(f"queue_mask must be a bool tensor of shape ({queue.shape[0]},), got "
+                                 f"{tuple(queue_mask.shape)} {queue_mask.dtype}")
+            neg = neg.masked_fill(~queue_mask.to(neg.device), float("-inf"))
+        logits = torch.cat([pos, neg], 1) / t
         ins = (torch.logsumexp(logits, 1) - logits[:, 0]).sum() / max(q_ins.shape[0], 1)
     q = F.normalize(q_dense.flatten(2), dim=1)
     k = F.normalize(k_dense.flatten(2), dim=1)
@@ -194,16 +203,21 @@ class CP2Loss(Loss):
     """
 
     def __init__(self, queue_size: int = 65536, dim: int = 128, temperature: float = 0.2,
-                 dense_weight: float = 0.2) -> None:
+                 dense_weight: float = 0.2, reduction: str = "mean") -> None:
+        if reduction != "mean":  # accepted for build_loss(..., reduction=)
+            raise ValueError(f"CP2Loss supports reduction='mean' only, got {reduction!r}")
         super().__init__("mean")
         self.queue = MemoryQueue(queue_size, dim)
         self.temperature = check_positive(temperature, "temperature")
         self.dense_weight = check_nonnegative(dense_weight, "dense_weight")
 
     def forward(self, q_dense: Tensor, k_dense: Tensor, mask_q: Tensor, mask_k: Tensor) -> Tensor:
-        keys = self.queue.keys
-        loss = cp2_loss(q_dense, k_dense, mask_q, mask_k, keys if len(self.queue) else None,
-                        temperature=self.temperature, dense_weight=self.dense_weight)
+        if host_selection(q_dense, self.queue.queue):
+            keys, valid = (self.queue.keys if len(self.queue) else None), None
+        else:  # the whole queue with its fill mask: no host read of how full it is
+            keys, _, valid = self.queue.masked()
+        loss = cp2_loss(q_dense, k_dense, mask_q, mask_k, keys, temperature=self.temperature,
+                        dense_weight=self.dense_weight, queue_mask=valid)
         if self.training:
             with torch.no_grad():
                 self.queue.enqueue(cp2_pool(k_dense.detach().float(), mask_k.float()))

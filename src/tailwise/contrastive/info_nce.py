@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_floating, check_positive
 from ..registry import register_loss
-from ._common import check_features, chunked_lse
+from ._common import check_features, chunked_lse, host_selection
 from .supcon import supcon_loss
 
 __all__ = ["info_nce_loss", "InfoNCELoss"]
@@ -21,7 +21,8 @@ __all__ = ["info_nce_loss", "InfoNCELoss"]
 @float32_compute
 def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperature: float = 0.07,
                   normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
-                  reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
+                  reduction: str = "mean", chunk_size: Optional[int] = None,
+                  queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""InfoNCE over two views.
 
     * ``queue=None``: NT-Xent of SimCLR (Chen et al. 2020): every one of the ``2N`` views is an
@@ -33,6 +34,9 @@ def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperatu
       :math:`q`, view 1 its key :math:`k`, the queue holds negatives (detached):
       :math:`\ell = -\log\frac{e^{q\cdot k/\tau}}{e^{q\cdot k/\tau} + \sum_j e^{q\cdot n_j/\tau}}`.
       No in-batch negatives, as the official MoCo; gradients reach the key only if it has them.
+
+    ``queue_mask`` ``(K,)`` bool marks the queue rows to use (e.g. :meth:`MemoryQueue.masked`'s
+    filled rows); the others are left out of the denominator without a data-dependent selection.
 
     ``temperature`` defaults to 0.07 (MoCo v1's ``--moco-t``; SimCLR uses 0.1 to 0.5).
     ``reduction="none"`` gives ``(N,)`` (mean over the two anchor views for NT-Xent).
@@ -55,9 +59,16 @@ def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperatu
     check_floating(queue, "queue", ndim=2)
     if queue.shape[1] != feats.shape[2]:
         raise ValueError(f"queue must have shape (K, {feats.shape[2]}), got {tuple(queue.shape)}")
+    col_bias = None
+    if queue_mask is not None:
+        if queue_mask.dtype != torch.bool or tuple(queue_mask.shape) != (queue.shape[0],):
+            raise ValueError(f"queue_mask must be a bool tensor of shape ({queue.shape[0]},), got "
+                             f"{tuple(queue_mask.shape)} {queue_mask.dtype}")
+        col_bias = torch.zeros(queue.shape[0], dtype=feats.dtype, device=feats.device).masked_fill_(
+            ~queue_mask.to(feats.device), float("-inf"))
     q, k = feats[:, 0], feats[:, 1]
     pos = (q * k).sum(-1) / t
-    neg = chunked_lse(q, queue.detach().to(q.dtype), 1.0 / t, chunk_size=chunk_size)
+    neg = chunked_lse(q, queue.detach().to(q.dtype), 1.0 / t, col_bias=col_bias, chunk_size=chunk_size)
     loss = torch.logaddexp(pos, neg) - pos
     return reduce_loss(loss, reduction, sample_weight)
 
@@ -78,7 +89,12 @@ class InfoNCELoss(Loss):
         self.gather_distributed = gather_distributed
 
     def forward(self, features: Tensor, queue=None, sample_weight: Optional[Tensor] = None) -> Tensor:
+        mask = None
         if queue is not None and not isinstance(queue, Tensor):
-            queue = queue.keys
+            if host_selection(features, queue.queue):
+                queue = queue.keys
+            else:
+                queue, _, mask = queue.masked()
         return info_nce_loss(features, queue, temperature=self.temperature, normalize=self.normalize,
-                             gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction)
+                             gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction,
+                             queue_mask=mask)

@@ -87,7 +87,9 @@ class NTXentLoss(Loss):
         >>> loss = crit(torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2]))
     """
 
-    def __init__(self, temperature: float = 0.07, normalize: bool = False) -> None:
+    def __init__(self, temperature: float = 0.07, normalize: bool = False, reduction: str = "mean") -> None:
+        if reduction != "mean":  # a mean over positive pairs; accepted for build_loss(..., reduction=)
+            raise ValueError(f"NTXentLoss supports reduction='mean' only, got {reduction!r}")
         super().__init__("mean")
         self.temperature = check_positive(temperature, "temperature")
         self.normalize = bool(normalize)

@@ -11,10 +11,11 @@ from torch import Tensor, nn
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import (check_class_counts, check_class_indices, check_floating, check_nonnegative,
-                           check_positive, check_probability)
+from .._validation import (check_class_counts, check_floating, check_nonnegative, check_positive,
+                           check_probability)
 from ..registry import register_loss
-from ._common import as_views, check_features, chunked_lse, flatten_views, gather, positive_stats
+from ._common import (as_views, check_features, check_label_range, chunked_lse, class_counts_on, flatten_views,
+                      gather, host_selection, positive_stats)
 
 __all__ = ["paco_loss", "PaCoLoss"]
 
@@ -26,7 +27,7 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
               base_temperature: Optional[float] = None, supt: float = 1.0, smoothing: float = 0.0,
               queue: Optional[Tensor] = None, queue_labels: Optional[Tensor] = None, normalize: bool = False,
               gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
-              chunk_size: Optional[int] = None) -> Tensor:
+              chunk_size: Optional[int] = None, queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""GPaCo loss, Cui et al. ICCV 2021 / TPAMI 2023 (github dvlab-research/Parametric-Contrastive-Learning,
     ``GPaCo/LT/losses.py`` ``PaCoLoss``).
 
@@ -51,6 +52,8 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
         labels: ``(N,)`` class indices in ``[0, C)``.
         sup_logits: centre logits ``(N, V, C)`` (one per view) or ``(N, C)`` shared by the views.
         queue, queue_labels: optional MoCo keys ``(K, D)`` and labels ``(K,)`` (detached).
+        queue_mask: optional ``(K,)`` bool, the queue rows to use (the others count nowhere);
+            what :meth:`MemoryQueue.masked` returns, so no data-dependent selection is needed.
         gather_distributed: contrast against every rank's views (with gradients).
         reduction: ``"none"`` gives ``(N,)`` (mean over the sample's views).
 
@@ -75,14 +78,14 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
     if tuple(sup_logits.shape) != expected:
         raise ValueError(f"sup_logits must have shape (N, C) or (N, V, C) = {(n, v, num_classes)}, "
                          f"got {tuple(sup_logits.shape)}")
-    check_class_indices(labels, num_classes, "labels")
+    check_label_range(labels, num_classes, "labels")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
     labels = labels.long()
     sup = sup_logits.unsqueeze(1).expand(n, v, num_classes) if sup_logits.dim() == 2 else sup_logits
     sup = sup.transpose(0, 1).reshape(v * n, num_classes)
     if class_counts is not None:
-        counts = check_class_counts(class_counts, num_classes, device=sup.device)
+        counts = class_counts_on(class_counts, num_classes, sup.device)
         sup = sup + torch.log(counts / counts.sum()).to(sup.dtype)
     sup = sup / st
 
@@ -94,16 +97,26 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
+    col_bias = pos_w = None
     if queue is not None:
         check_floating(queue, "queue", ndim=2)
         if queue_labels is None or queue_labels.shape != (queue.shape[0],):
             raise ValueError(f"queue_labels must have shape ({queue.shape[0]},) when a queue is given")
+        if queue_mask is not None:
+            if queue_mask.dtype != torch.bool or tuple(queue_mask.shape) != (queue.shape[0],):
+                raise ValueError(f"queue_mask must be a bool tensor of shape ({queue.shape[0]},), got "
+                                 f"{tuple(queue_mask.shape)} {queue_mask.dtype}")
+            qm = queue_mask.to(contrast.device)
+            # unused queue rows: -inf in the denominator and weight 0 as positives
+            col_bias = torch.cat([contrast.new_zeros(contrast.shape[0]),
+                                  contrast.new_zeros(queue.shape[0]).masked_fill_(~qm, float("-inf"))])
+            pos_w = torch.cat([contrast.new_ones(contrast.shape[0]), qm.to(contrast.dtype)])
         contrast = torch.cat([contrast, queue.detach().to(contrast.dtype)])
-        c_lab = torch.cat([c_lab, queue_labels.long()])
+        c_lab = torch.cat([c_lab, queue_labels.long().to(c_lab.device)])
 
-    lse_samples = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
+    lse_samples = chunked_lse(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, chunk_size=chunk_size)
     lse = torch.logaddexp(torch.logsumexp(sup, 1), lse_samples + math.log(g))
-    dot, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx)
+    dot, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx, pos_weight=pos_w)
     target = torch.full_like(sup, sm / max(num_classes - 1, 1))
     target.scatter_(1, a_lab[:, None], 1.0 - sm)
     pos = b * (target * sup).sum(1) + a * dot / t
@@ -121,7 +134,8 @@ class PaCoLoss(Loss):
     ``center_inputs @ centers.T + bias`` (``center_inputs`` default: ``features``; GPaCo feeds the
     backbone's pooled features here, ``(N, F)`` or ``(N, V, F)``). ``centers`` and ``bias`` are
     parameters (in ``state_dict``); train them with the model. ``queue`` may be a labelled
-    :class:`MemoryQueue`. See :func:`tailwise.functional.paco_loss`.
+    :class:`MemoryQueue`. ``seed`` (optional) makes the centres' initialisation (``nn.Linear``'s
+    uniform rule) deterministic. See :func:`tailwise.functional.paco_loss`.
 
     Example:
         >>> import torch, torch.nn.functional as F, tailwise
@@ -133,11 +147,19 @@ class PaCoLoss(Loss):
     def __init__(self, num_classes: int, in_features: int, class_counts=None, alpha: float = 0.05,
                  beta: float = 1.0, gamma: float = 1.0, temperature: float = 0.2,
                  base_temperature: Optional[float] = None, supt: float = 1.0, smoothing: float = 0.0,
-                 normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean") -> None:
+                 normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean",
+                 seed: Optional[int] = None) -> None:
         super().__init__(reduction)
-        lin = nn.Linear(in_features, num_classes)
-        self.centers = nn.Parameter(lin.weight.detach().clone())
-        self.bias = nn.Parameter(lin.bias.detach().clone())
+        if seed is None:
+            lin = nn.Linear(in_features, num_classes)
+            centers, bias = lin.weight.detach().clone(), lin.bias.detach().clone()
+        else:  # nn.Linear's default init, U(-1/sqrt(F), 1/sqrt(F)), from a private generator
+            g = torch.Generator().manual_seed(seed)
+            bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+            centers = (torch.rand(num_classes, in_features, generator=g) * 2 - 1) * bound
+            bias = (torch.rand(num_classes, generator=g) * 2 - 1) * bound
+        self.centers = nn.Parameter(centers)
+        self.bias = nn.Parameter(bias)
         if class_counts is not None:
             self.register_buffer("class_counts", check_class_counts(class_counts, num_classes).float())
         else:
@@ -152,8 +174,13 @@ class PaCoLoss(Loss):
                 sample_weight: Optional[Tensor] = None) -> Tensor:
         x = features if center_inputs is None else center_inputs
         sup = x @ self.centers.t().to(x.dtype) + self.bias.to(x.dtype)
-        qk = ql = None
-        if queue is not None:
-            qk, ql = (queue.keys, queue.labels) if not isinstance(queue, Tensor) else (queue, None)
+        qk = ql = qm = None
+        if isinstance(queue, Tensor):
+            qk = queue
+        elif queue is not None:
+            if host_selection(features, queue.queue):
+                qk, ql = queue.keys, queue.labels
+            else:
+                qk, ql, qm = queue.masked()
         return paco_loss(features, labels, sup, class_counts=self.class_counts, queue=qk, queue_labels=ql,
-                         sample_weight=sample_weight, reduction=self.reduction, **self.kw)
+                         sample_weight=sample_weight, reduction=self.reduction, queue_mask=qm, **self.kw)

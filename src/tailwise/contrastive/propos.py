@@ -14,6 +14,7 @@ from .._precision import float32_compute
 from .._validation import check_floating, check_nonnegative, check_positive, check_tensor
 from ..distributed import all_gather_no_grad, all_gather_with_grad
 from ..registry import register_loss
+from ._common import check_label_range
 
 __all__ = ["propos_loss", "propos_perturb", "prototype_scattering_loss", "cluster_centers", "spherical_kmeans",
            "KMeansResult", "ProPosLoss"]
@@ -106,8 +107,7 @@ def propos_loss(q: Tensor, p: Tensor, k: Tensor, pseudo_labels: Tensor, num_clus
         raise ValueError(f"pseudo_labels must have shape ({q.shape[0]},), got {tuple(pseudo_labels.shape)}")
     if isinstance(num_clusters, bool) or not isinstance(num_clusters, int) or num_clusters < 2:
         raise ValueError(f"num_clusters must be an int >= 2, got {num_clusters!r}")
-    from .._validation import check_class_indices
-    check_class_indices(pseudo_labels, num_clusters, "pseudo_labels")
+    check_label_range(pseudo_labels, num_clusters, "pseudo_labels")
     tau = check_positive(temperature, "temperature")
     lam = check_nonnegative(cluster_weight, "cluster_weight")
     k = k.detach()
@@ -211,7 +211,9 @@ class ProPosLoss(Loss):
     """
 
     def __init__(self, num_clusters: int, temperature: float = 0.5, cluster_weight: float = 0.1,
-                 gather_distributed: bool = False) -> None:
+                 gather_distributed: bool = False, reduction: str = "mean") -> None:
+        if reduction != "mean":  # accepted for build_loss(..., reduction=)
+            raise ValueError(f"ProPosLoss supports reduction='mean' only, got {reduction!r}")
         super().__init__("mean")
         self.num_clusters = num_clusters
         self.temperature = check_positive(temperature, "temperature")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -10,10 +11,11 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_class_counts, check_floating, check_positive
+from .._validation import assert_values, check_class_counts, check_floating, check_positive, host_value_checks
 from ..registry import register_loss
 from ..classification.class_balanced import class_balanced_weights
-from ._common import as_views, check_features, check_labels, chunked_lse, flatten_views, gather, positive_stats
+from ._common import (as_views, check_features, check_labels, chunked_lse, flatten_views, gather, host_selection,
+                      positive_stats)
 
 __all__ = ["rescom_loss", "ResComLoss", "rescom_class_weights", "hard_pair_mining"]
 
@@ -31,13 +33,14 @@ def rescom_class_weights(class_counts, beta: float = 0.999) -> Tensor:
 
 
 def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int] = None,
-                     num_negatives: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                     num_negatives: Optional[int] = None, valid: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """ResCom's supervised hard mining on an ``(M, K)`` similarity matrix.
 
     Per row keeps the ``num_positives`` *least* similar positives and the ``num_negatives`` *most*
     similar negatives (``None``: all). Returns ``(pos, neg)`` of shapes ``(M, kp)`` and ``(M, kn)``;
     slots beyond a row's available pairs are ``nan``-free ``-inf`` placeholders marked by
-    ``torch.isfinite``.
+    ``torch.isfinite``. ``valid`` ``(K,)`` bool (optional) leaves the other columns out of both
+    sets (unfilled queue slots).
     """
     check_floating(sim, "sim", ndim=2)
     if positive.shape != sim.shape or positive.dtype != torch.bool:
@@ -46,10 +49,14 @@ def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int]
     k = sim.shape[1]
     kp = k if num_positives is None else min(int(num_positives), k)
     kn = k if num_negatives is None else min(int(num_negatives), k)
-    inf = torch.tensor(float("inf"), dtype=sim.dtype, device=sim.device)
+    inf = sim.new_full((), float("inf"))  # a device fill, not a host->device copy
+    negative = ~positive
+    if valid is not None:
+        positive = positive & valid
+        negative = negative & valid
     pos = -torch.topk(torch.where(positive, -sim, -inf), kp, dim=1).values
     pos = torch.where(torch.isfinite(pos), pos, -inf)
-    neg = torch.topk(torch.where(positive, -inf, sim), kn, dim=1).values
+    neg = torch.topk(torch.where(negative, sim, -inf), kn, dim=1).values
     return pos, neg
 
 
@@ -58,7 +65,8 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
                 queue_labels: Optional[Tensor] = None, *, class_counts=None, effective_num_beta: float = 0.999,
                 num_positives: Optional[int] = None, num_negatives: Optional[int] = None,
                 temperature: float = 0.1, normalize: bool = False, gather_distributed: bool = False,
-                sample_weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None,
+                queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""ResCom contrastive term (Zhong et al., arXiv 2203.11506; github dvlab-research/Imbalanced-Learning ``ResCom``).
 
     Every view is an anchor; its contrast set is the other views of the batch plus, from the
@@ -69,7 +77,47 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     ``effective_num_beta`` 0.999 as ``SiamBS_SPM``), averaged. Temperature 0.1 (config default).
     Not included: the Siamese Balanced Softmax classification term (``balsfx_n``) and the
     classifier CE; add a balanced-softmax loss on the logits yourself.
+
+    ``queue_mask`` ``(K,)`` bool (optional) marks the queue rows to use (:meth:`MemoryQueue.masked`).
     """
+    class_weights = None if class_counts is None else _class_weights_on(class_counts, effective_num_beta,
+                                                                        features.device)
+    return _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, num_positives, num_negatives,
+                   temperature, normalize, gather_distributed, sample_weight, reduction, chunk_size)
+
+
+_WEIGHTS_CACHE: dict = {}
+
+
+def _class_weights_on(class_counts, beta: float, device) -> Tensor:
+    """:func:`rescom_class_weights` on ``device``; computed once per (counts, beta, device) for sequences."""
+    if isinstance(class_counts, Tensor):
+        return rescom_class_weights(class_counts, beta).to(device)
+    if torch.compiler.is_compiling():
+        # a python sequence is a constant of the traced graph: the same formula in python
+        n = [float(c) for c in class_counts]
+        if not n or not all(math.isfinite(c) and c > 0 for c in n) or not 0 <= beta < 1:
+            raise ValueError("class_counts must be finite and positive and effective_num_beta in [0, 1)")
+        u = [(1.0 - beta) / -math.expm1(c * math.log1p(beta - 1.0)) if beta > 0 else 1.0 for c in n]
+        u = [x / sum(u) * len(u) for x in u]
+        scale = sum(1.0 / x for x in u) / len(u)
+        return torch.tensor([x * scale for x in u], dtype=torch.float64, device=device)
+    try:
+        key = (tuple(float(c) for c in class_counts), float(beta), str(torch.device(device)))
+    except (TypeError, ValueError):
+        return rescom_class_weights(class_counts, beta)  # raises the exact error
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is None:
+        hit = rescom_class_weights(class_counts, beta).to(device)
+        if len(_WEIGHTS_CACHE) >= 64:
+            _WEIGHTS_CACHE.pop(next(iter(_WEIGHTS_CACHE)))
+        _WEIGHTS_CACHE[key] = hit
+    return hit
+
+
+@float32_compute
+def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, num_positives, num_negatives,
+            temperature, normalize, gather_distributed, sample_weight, reduction, chunk_size):
     t = check_positive(temperature, "temperature")
     feats = as_views(check_features(features, normalize=normalize))
     n, v, d = feats.shape
@@ -89,10 +137,19 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
         if queue.shape[1] != d:
             raise ValueError(f"queue must have shape (K, {d}), got {tuple(queue.shape)}")
         ql = check_labels(queue_labels, queue.shape[0], "queue_labels", "queue")
+        if queue_mask is not None and (queue_mask.dtype != torch.bool or tuple(queue_mask.shape) != (queue.shape[0],)):
+            raise ValueError(f"queue_mask must be a bool tensor of shape ({queue.shape[0]},), got "
+                             f"{tuple(queue_mask.shape)} {queue_mask.dtype}")
         sim = anchors @ queue.detach().to(anchors.dtype).t() / t
-        hp, hn = hard_pair_mining(sim, a_lab[:, None] == ql[None, :], num_positives, num_negatives)
+        hp, hn = hard_pair_mining(sim, a_lab[:, None] == ql[None, :].to(a_lab.device), num_positives, num_negatives,
+                                  valid=None if queue_mask is None else queue_mask.to(sim.device))
         sel = torch.cat([hp, hn], 1)
-        lse = torch.logaddexp(lse, torch.logsumexp(sel, 1))
+        if queue_mask is None:
+            lse = torch.logaddexp(lse, torch.logsumexp(sel, 1))
+        else:
+            # one logsumexp with the in-batch term as a column: a row whose queue columns are all
+            # masked (-inf) then has a finite gradient (logsumexp of all -inf has a NaN one)
+            lse = torch.logsumexp(torch.cat([lse.unsqueeze(1), sel], 1), 1)
         ok = torch.isfinite(hp)
         pos_sum = pos_sum + torch.where(ok, hp, torch.zeros_like(hp)).sum(1)
         cnt = cnt + ok.sum(1).to(cnt.dtype)
@@ -100,11 +157,15 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     safe_lse = torch.where(has, lse, torch.zeros_like(lse))
     per_anchor = torch.where(has, safe_lse - pos_sum / torch.where(has, cnt, torch.ones_like(cnt)),
                              torch.zeros_like(lse))
-    if class_counts is not None:
-        w = rescom_class_weights(class_counts, effective_num_beta).to(per_anchor)
-        if labels.numel() and (int(labels.max()) >= w.shape[0] or int(labels.min()) < 0):
-            raise ValueError(f"labels must be in [0, {w.shape[0] - 1}] (one class_counts entry per class)")
-        per_anchor = per_anchor * w[a_lab]
+    if class_weights is not None:
+        w = class_weights.to(per_anchor)
+        msg = f"labels must be in [0, {w.shape[0] - 1}] (one class_counts entry per class)"
+        if host_value_checks(labels):
+            if labels.numel() and (int(labels.max()) >= w.shape[0] or int(labels.min()) < 0):
+                raise ValueError(msg)
+        elif labels.numel():
+            assert_values(((labels >= 0) & (labels < w.shape[0])).all(), msg)
+        per_anchor = per_anchor * w[a_lab.clamp(0, w.shape[0] - 1)]
     return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
@@ -125,14 +186,23 @@ class ResComLoss(Loss):
         from .queue import MemoryQueue
         self.queue = MemoryQueue(queue_size_per_class, dim, num_classes=num_classes, balanced=True)
         self.class_counts = None if class_counts is None else check_class_counts(class_counts, num_classes)
+        # a buffer (not saved: derived from class_counts) so that it follows .to(device)
+        self.register_buffer("class_weights", None if class_counts is None else
+                             rescom_class_weights(self.class_counts, effective_num_beta), persistent=False)
         self.kw = dict(effective_num_beta=effective_num_beta, num_positives=num_positives,
                        num_negatives=num_negatives, temperature=temperature, normalize=normalize,
                        gather_distributed=gather_distributed)
 
     def forward(self, features: Tensor, labels: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
-        qk = self.queue.keys if len(self.queue) else None
-        loss = rescom_loss(features, labels, qk, self.queue.labels if qk is not None else None,
-                           class_counts=self.class_counts, sample_weight=sample_weight, reduction=self.reduction, **self.kw)
+        kw = dict(self.kw)
+        kw.pop("effective_num_beta")
+        if host_selection(features, self.queue.queue):
+            qk = self.queue.keys if len(self.queue) else None
+            ql, qm = (self.queue.labels if qk is not None else None), None
+        else:
+            qk, ql, qm = self.queue.masked()
+        loss = _rescom(features, labels, qk, ql, qm, self.class_weights, kw["num_positives"], kw["num_negatives"],
+                       kw["temperature"], kw["normalize"], kw["gather_distributed"], sample_weight, self.reduction, None)
         if self.training:
             feats = as_views(features.detach())
             f0 = feats[:, 0]

@@ -12,10 +12,11 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_class_indices, check_floating, check_nonnegative, check_positive
+from .._validation import check_floating, check_nonnegative, check_positive
 from ..distributed import all_gather_no_grad, is_dist_initialized
 from ..registry import register_loss
-from ._common import as_views, check_features, chunked_lse, flatten_views, gather, positive_stats
+from ._common import (as_views, check_features, check_label_range, chunked_lse, flatten_views, gather,
+                      positive_stats)
 
 __all__ = ["tsc_loss", "TSCLoss", "tsc_targets", "assign_targets", "linear_sum_assignment"]
 
@@ -150,8 +151,8 @@ def tsc_loss(features: Tensor, labels: Tensor, targets: Tensor, assignment: Tens
     if not isinstance(assignment, Tensor) or assignment.dim() != 1:
         raise ValueError("assignment must be a 1-D tensor (target index per class)")
     num_classes = assignment.shape[0]
-    check_class_indices(assignment, targets.shape[0], "assignment")
-    check_class_indices(labels, num_classes, "labels")
+    check_label_range(assignment, targets.shape[0], "assignment")
+    check_label_range(labels, num_classes, "labels")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
     labels = labels.long()
@@ -184,12 +185,19 @@ class TSCLoss(Loss):
     official builder) and the current Hungarian ``assignment``, all buffers in ``state_dict``.
     ``forward(features, labels)`` updates the centroids from every rank's (detached) features,
     re-assigns targets to classes, then returns :func:`tailwise.functional.tsc_loss`.
+
+    The centroid update has no host synchronisation. The assignment is a Hungarian matching, a
+    host algorithm: with ``reassign=True`` (default, as the official builder, every training
+    step) it reads the ``(C, C)`` centroid similarities on the host once per step (one sync on
+    CUDA, and not traceable by ``torch.compile``). ``reassign=False`` only updates the centroids
+    in ``forward``; call :meth:`reassign_targets` yourself (e.g. every few steps, outside the
+    compiled region) to refresh the assignment.
     """
 
     def __init__(self, num_classes: int, dim: int, targets: Optional[Tensor] = None, temperature: float = 0.07,
                  base_temperature: Optional[float] = None, target_weight: float = 1.0, momentum: float = 0.9,
                  target_steps: int = 10000, normalize: bool = False, gather_distributed: bool = False,
-                 reduction: str = "mean", seed: int = 0) -> None:
+                 reduction: str = "mean", seed: int = 0, reassign: bool = True) -> None:
         super().__init__(reduction)
         if targets is None:
             targets = tsc_targets(num_classes, dim, steps=target_steps, seed=seed)
@@ -201,23 +209,41 @@ class TSCLoss(Loss):
         self.register_buffer("class_centroid", F.normalize(torch.randn(num_classes, dim, generator=g), dim=1))
         self.register_buffer("assignment", torch.arange(num_classes))
         self.momentum = momentum
+        self.reassign = bool(reassign)
         self.kw = dict(temperature=temperature, base_temperature=base_temperature, target_weight=target_weight,
                        normalize=normalize, gather_distributed=gather_distributed)
 
     @torch.no_grad()
-    def update_assignment(self, features: Tensor, labels: Tensor) -> None:
+    def update_centroids(self, features: Tensor, labels: Tensor) -> None:
+        """EMA of the batch's normalised class means (classes absent from the batch keep theirs)."""
         feats = as_views(features.detach().float())
         feats = F.normalize(feats, dim=-1).mean(1)
         if self.kw["gather_distributed"] and is_dist_initialized():
             feats, labels = all_gather_no_grad(feats), all_gather_no_grad(labels)
-        for c in torch.unique(labels).tolist():
-            mean = F.normalize(feats[labels == c].mean(0), dim=0)
-            self.class_centroid[c] = F.normalize(self.momentum * self.class_centroid[c] + (1 - self.momentum) * mean,
-                                                 dim=0)
+        c, d = self.class_centroid.shape
+        labels = check_label_range(labels.to(feats.device), c, "labels").long()
+        # per-class sums over fixed shapes (no unique / boolean masks: no host sync)
+        sums = feats.new_zeros(c, d).index_add_(0, labels, feats)
+        count = feats.new_zeros(c).index_add_(0, labels, feats.new_ones(labels.shape[0]))
+        mean = F.normalize(sums / count.clamp_min(1)[:, None], dim=1)
+        cen = self.class_centroid
+        new = F.normalize(self.momentum * cen + (1 - self.momentum) * mean.to(cen.dtype), dim=1)
+        cen.copy_(torch.where((count > 0)[:, None], new, cen))
+
+    @torch.no_grad()
+    def reassign_targets(self) -> None:
+        """Hungarian assignment of targets to the current centroids (host algorithm)."""
         self.assignment.copy_(assign_targets(self.class_centroid, self.targets))
+
+    @torch.no_grad()
+    def update_assignment(self, features: Tensor, labels: Tensor) -> None:
+        self.update_centroids(features, labels)
+        self.reassign_targets()
 
     def forward(self, features: Tensor, labels: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         if self.training:
-            self.update_assignment(features, labels)
+            self.update_centroids(features, labels)
+            if self.reassign:
+                self.reassign_targets()
         return tsc_loss(features, labels, self.targets, self.assignment, sample_weight=sample_weight, reduction=self.reduction,
                         **self.kw)

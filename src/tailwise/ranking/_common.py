@@ -4,6 +4,12 @@ per-class weighted means and the one-time warnings.
 Every ranking loss here is one-vs-rest over the columns of a score matrix ``(N, C)``: column
 ``c`` ranks all pooled rows by ``scores[:, c]`` and its positives are the rows whose label is
 ``c`` (or whose multi-hot entry ``c`` is 1). The binary case is ``C = 1``.
+
+Two forms of the same computation (see :func:`tailwise.contrastive._common.host_selection`):
+eager CPU tensors drop ignored rows and select positives with boolean masks (fastest there);
+on accelerators and while ``torch.compile`` traces, every pooled row stays in place with a
+validity mask ``v (M,)`` (ignored rows, unfilled queue slots) and the losses mask instead of
+select, so there is no host synchronisation and every shape is fixed.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating, check_reduction, check_tensor
+from .._validation import (assert_values, check_finite, check_floating, check_reduction, check_tensor,
+                           host_value_checks)
+from ..contrastive._common import host_selection
 from ..distributed import all_gather_no_grad, all_gather_with_grad, get_world_size
 
 __all__: list = []
@@ -49,7 +57,11 @@ def prepare(input: Tensor, target: Tensor, ignore_index: int, sample_weight: Opt
     """
     check_floating(input, "input", ndim=(1, 2))
     check_tensor(target, "target", ndim=(1, 2))
-    check_finite(input, "input")
+    host = host_value_checks(input, target)
+    if host:
+        check_finite(input, "input")
+    else:
+        assert_values(torch.isfinite(input.detach()).all(), "input must be finite")
     scores = input.unsqueeze(1) if input.dim() == 1 else input
     n, c = scores.shape
     if target.shape[0] != n:
@@ -62,37 +74,52 @@ def prepare(input: Tensor, target: Tensor, ignore_index: int, sample_weight: Opt
             raise ValueError(f"a 2-D (multi-hot) target must have input's shape {tuple(scores.shape)}, "
                              f"got {tuple(target.shape)}")
         keep = ~(target == ignore_index).any(1)
-        vals = target[keep]
-        if vals.numel() and not bool(((vals == 0) | (vals == 1)).all()):
-            raise ValueError("a 2-D (multi-hot) target must hold 0/1 values (or ignore_index), got other values")
+        msg = "a 2-D (multi-hot) target must hold 0/1 values (or ignore_index), got other values"
+        if host:
+            vals = target[keep]
+            if vals.numel() and not bool(((vals == 0) | (vals == 1)).all()):
+                raise ValueError(msg)
+        elif target.numel():
+            assert_values(((target == 0) | (target == 1) | ~keep.unsqueeze(1)).all(), msg)
         pos = (target == 1) & keep.unsqueeze(1)
     elif c == 1:
         keep = target != ignore_index
-        vals = target[keep]
-        if vals.numel() and not bool(((vals == 0) | (vals == 1)).all()):
-            raise ValueError("binary target (input (N,) or (N, 1)) must hold 0/1 values (or ignore_index), "
-                             f"got values in [{vals.min().item()}, {vals.max().item()}]")
+        if host:
+            vals = target[keep]
+            if vals.numel() and not bool(((vals == 0) | (vals == 1)).all()):
+                raise ValueError("binary target (input (N,) or (N, 1)) must hold 0/1 values (or ignore_index), "
+                                 f"got values in [{vals.min().item()}, {vals.max().item()}]")
+        elif target.numel():
+            assert_values(((target == 0) | (target == 1) | ~keep).all(),
+                          "binary target (input (N,) or (N, 1)) must hold 0/1 values (or ignore_index)")
         pos = ((target == 1) & keep).unsqueeze(1)
     else:
         if target.is_floating_point() or target.dtype == torch.bool:
             raise TypeError(f"target (N,) for input (N, C) must hold integer class indices, got dtype {target.dtype}")
         keep = target != ignore_index
-        vals = target[keep]
-        if vals.numel() and (int(vals.min()) < 0 or int(vals.max()) >= c):
-            raise ValueError(f"target class indices must be in [0, {c - 1}] or ignore_index={ignore_index}, "
-                             f"got values in [{int(vals.min())}, {int(vals.max())}]")
-        pos = torch.zeros(n, c, dtype=torch.bool, device=scores.device)
-        idx = torch.nonzero(keep).squeeze(1)
-        pos[idx, target[idx].long()] = True
+        if host:
+            vals = target[keep]
+            if vals.numel() and (int(vals.min()) < 0 or int(vals.max()) >= c):
+                raise ValueError(f"target class indices must be in [0, {c - 1}] or ignore_index={ignore_index}, "
+                                 f"got values in [{int(vals.min())}, {int(vals.max())}]")
+        elif target.numel():
+            assert_values((((target >= 0) & (target < c)) | ~keep).all(),
+                          f"target class indices must be in [0, {c - 1}] or ignore_index={ignore_index}")
+        # one-hot by comparison (no nonzero(): fixed shapes, no host sync)
+        cls = torch.arange(c, device=scores.device)
+        pos = (target.long().unsqueeze(1) == cls) & keep.unsqueeze(1)
     if sample_weight is None:
         w = torch.ones(n, dtype=scores.dtype, device=scores.device)
     else:
         check_floating(sample_weight, "sample_weight", ndim=1)
         if sample_weight.shape[0] != n:
             raise ValueError(f"sample_weight must have shape ({n},) (one per row of input), got {tuple(sample_weight.shape)}")
-        check_finite(sample_weight, "sample_weight")
-        if bool((sample_weight < 0).any()):
-            raise ValueError("sample_weight must be >= 0")
+        if host_value_checks(sample_weight):
+            check_finite(sample_weight, "sample_weight")
+            if bool((sample_weight < 0).any()):
+                raise ValueError("sample_weight must be >= 0")
+        else:
+            assert_values((torch.isfinite(sample_weight) & (sample_weight >= 0)).all(), "sample_weight must be finite and >= 0")
         w = sample_weight.detach().to(scores.dtype)
     return scores, pos, keep, w
 
@@ -128,19 +155,44 @@ def check_queue(queue_scores, queue_labels, queue_weight, c: int, dtype, device)
     qs = queue_scores.unsqueeze(1) if queue_scores.dim() == 1 else queue_scores
     if qs.shape[1] != c:
         raise ValueError(f"queue_scores must have shape (K, {c}), got {tuple(queue_scores.shape)}")
-    check_finite(qs, "queue_scores")
+    if host_value_checks(qs):
+        check_finite(qs, "queue_scores")
     qs_, qp, qkeep, qw = prepare(qs.detach(), queue_labels, -100, queue_weight)
-    return qs_[qkeep].detach().to(dtype=dtype, device=device), qp[qkeep].to(device), qw[qkeep].to(dtype=dtype, device=device)
+    if host_selection(qs_, qp):
+        return (qs_[qkeep].detach().to(dtype=dtype, device=device), qp[qkeep].to(device),
+                qw[qkeep].to(dtype=dtype, device=device), None)
+    return (qs_.detach().to(dtype=dtype, device=device), qp.to(device), qw.to(dtype=dtype, device=device),
+            qkeep.to(device))
 
 
-def pool(scores: Tensor, pos: Tensor, keep: Tensor, w: Tensor, extra) -> Tuple[Tensor, Tensor, Tensor]:
-    """Drop ignored live rows, then append (detached) queue rows."""
-    s, p, ww = scores[keep], pos[keep], w[keep]
+def pool(scores: Tensor, pos: Tensor, keep: Tensor, w: Tensor, extra, masked: bool = False):
+    """Append the (detached) queue rows ``extra = (scores, positives, sample_weight, valid or None)``.
+
+    Selection form (``masked=False``): drop ignored live rows (and invalid queue rows), return
+    ``(s, p, w, None)``. Masked form: keep every row, return ``(s, p, w, v)`` with ``p`` and ``w``
+    zeroed on the invalid rows and ``v (M,)`` the row validity.
+    """
+    if not masked:
+        s, p, ww = scores[keep], pos[keep], w[keep]
+        if extra is not None and extra[0].shape[0]:
+            es, ep, ew, ev = extra
+            if ev is not None:
+                es, ep, ew = es[ev], ep[ev], ew[ev]
+            s = torch.cat([s, es.to(s.dtype)], 0)
+            p = torch.cat([p, ep], 0)
+            ww = torch.cat([ww, ew.to(s.dtype)], 0)
+        return s, p, ww, None
+    s, v = scores, keep
+    p = pos & keep.unsqueeze(1)
+    ww = torch.where(keep, w, torch.zeros_like(w))
     if extra is not None and extra[0].shape[0]:
-        s = torch.cat([s, extra[0].to(s.dtype)], 0)
-        p = torch.cat([p, extra[1]], 0)
-        ww = torch.cat([ww, extra[2].to(s.dtype)], 0)
-    return s, p, ww
+        es, ep, ew, ev = extra
+        ev = torch.ones(es.shape[0], dtype=torch.bool, device=es.device) if ev is None else ev
+        s = torch.cat([s, es.to(s.dtype)], 0)
+        p = torch.cat([p, ep & ev.unsqueeze(1)], 0)
+        ww = torch.cat([ww, torch.where(ev, ew.to(s.dtype), torch.zeros_like(ew, dtype=s.dtype))], 0)
+        v = torch.cat([v, ev], 0)
+    return s, p, ww, v
 
 
 def per_class_mean(values: Tensor, cols: Tensor, wk: Tensor, c: int) -> Tuple[Tensor, Tensor]:
@@ -164,5 +216,5 @@ def reduce_classes(loss_c: Tensor, valid: Tensor, reduction: str, anchor: Tensor
     total = loss_c.sum()
     if reduction == "sum":
         return total
-    nvalid = int(valid.sum())
-    return total / max(nvalid, 1)
+    # a tensor count (no int(): no host sync); same value as dividing by the python int
+    return total / valid.sum().clamp_min(1)

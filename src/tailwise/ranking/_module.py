@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import float32_compute
+from ..contrastive._common import host_selection
 from ..contrastive.queue import MemoryQueue
 from ..distributed import is_dist_initialized
 from ._common import gather, pack_rows, pool, prepare, reduce_classes, unpack_rows
@@ -51,10 +52,9 @@ class QueuedRankingLoss(Loss):
     def reset_queue(self) -> None:
         """Empty the queue (e.g. at an epoch boundary or after a temperature change)."""
         if self.queue is not None:
-            self.queue.filled.zero_()
-            self.queue.ptr.zero_()
+            self.queue.reset()
 
-    def _compute(self, s: Tensor, p: Tensor, w: Tensor):  # pragma: no cover - abstract
+    def _compute(self, s: Tensor, p: Tensor, w: Tensor, v=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     @float32_compute
@@ -66,13 +66,25 @@ class QueuedRankingLoss(Loss):
             raise ValueError(f"input must have {self.num_classes} column(s) (num_classes), got shape "
                              f"{tuple(input.shape)}")
         scores, pos, keep, w = gather(scores, pos, keep, w, self._should_gather())
-        extra = None
-        if self.queue is not None and len(self.queue):
-            extra = unpack_rows(self.queue.keys, c, scores.dtype)
-        s, p, ww = pool(scores, pos, keep, w, extra)
-        loss_c, valid = self._compute(s, p, ww)
-        if self.queue is not None and (self.training or self.update_queue_in_eval):
-            self.queue.enqueue(pack_rows(scores[keep], pos[keep], w[keep]).float())
+        update = self.queue is not None and (self.training or self.update_queue_in_eval)
+        if host_selection(scores, None if self.queue is None else self.queue.queue):
+            extra = None
+            if self.queue is not None and len(self.queue):
+                extra = unpack_rows(self.queue.keys, c, scores.dtype) + (None,)
+            s, p, ww, _ = pool(scores, pos, keep, w, extra)
+            loss_c, valid = self._compute(s, p, ww)
+            if update:
+                self.queue.enqueue(pack_rows(scores[keep], pos[keep], w[keep]).float())
+        else:
+            # masked form: the whole queue with its fill mask, ignored rows kept in place
+            extra = None
+            if self.queue is not None:
+                rows, _, filled = self.queue.masked()
+                extra = unpack_rows(rows, c, scores.dtype) + (filled,)
+            s, p, ww, v = pool(scores, pos, keep, w, extra, masked=True)
+            loss_c, valid = self._compute(s, p, ww, v)
+            if update:
+                self.queue.enqueue(pack_rows(scores, pos, w).float(), mask=keep)
         out = reduce_classes(loss_c, valid, self.reduction, input)
         return (out, valid) if return_valid else out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -10,6 +11,9 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._validation import check_choice, check_nonnegative, check_positive, check_probability
 from ..registry import register_loss
+from ..contrastive._common import host_selection
+from ..kernels import dispatch
+from ..kernels import soft_rank as _soft_rank  # noqa: F401 - registers the "soft_rank" op
 from ._common import check_queue, gather, per_class_mean, pool, prepare, reduce_classes, warn_once
 from ._module import QueuedRankingLoss
 
@@ -18,22 +22,25 @@ __all__ = ["pauc_at_budget_loss", "PAUCAtBudgetLoss"]
 _SURROGATES = ("sigmoid", "squared_hinge")
 
 
-def _band(s: Tensor, p: Tensor, alpha: float, beta: float):
+def _band(s: Tensor, neg: Tensor, alpha: float, beta: float, width: Optional[int] = None):
     """Band negatives per class: row indices ``(B, C)`` and weights ``(B, C)`` (0 = padding).
 
     Negatives of a class are ranked by descending score (detached, stable); the one at rank
     ``r`` (0-based) owns the FPR interval ``[r/n, (r+1)/n]`` of the empirical ROC, and its
     weight is that interval's overlap with ``[alpha, beta]`` divided by ``beta - alpha``
     (weights sum to 1, boundary negatives get fractional weight, so the band is exact for any n).
+    ``neg (M, C)`` marks the negatives. ``width=None`` sizes the band from the data (a host
+    read); a fixed ``width`` (at least the widest band) pads with zero weights instead.
     """
     m, c = s.shape
-    nneg = (~p).sum(0)
+    nneg = neg.sum(0)
     n = nneg.to(torch.float64)
-    key = s.detach().masked_fill(p, float("-inf"))
+    key = s.detach().masked_fill(~neg, float("-inf"))
     order = torch.sort(key, dim=0, descending=True, stable=True).indices
     start = torch.floor(alpha * n).long().clamp(max=m)
     stop = torch.ceil(beta * n).long()
-    width = int((stop - start).clamp_min(0).max()) if c else 0
+    if width is None:
+        width = int((stop - start).clamp_min(0).max()) if c else 0
     r = start.unsqueeze(0) + torch.arange(width, device=s.device).unsqueeze(1)   # (B, C)
     nn_ = n.clamp_min(1).unsqueeze(0)
     lo = torch.maximum(r / nn_, torch.full_like(nn_, alpha))
@@ -43,7 +50,35 @@ def _band(s: Tensor, p: Tensor, alpha: float, beta: float):
     return idx, omega.to(s.dtype)
 
 
-def _pauc(s, p, w, alpha, beta, temperature, surrogate, margin, owner):
+def _band_width(m: int, alpha: float, beta: float) -> int:
+    """Static bound on ``ceil(beta n) - floor(alpha n)`` over ``n <= m`` negatives."""
+    return min(m, math.ceil((beta - alpha) * m) + 2)
+
+
+def _pauc_masked(s, p, w, v, alpha, beta, temperature, surrogate, margin):
+    m, c = s.shape
+    pf = p & v.unsqueeze(1)
+    neg = v.unsqueeze(1) & ~pf
+    valid = (pf.sum(0) > 0) & (neg.sum(0) > 0)
+    idx, omega = _band(s, neg, alpha, beta, _band_width(m, alpha, beta))
+    negs = s.gather(0, idx)                                      # (B, C), carries gradient
+    if surrogate == "sigmoid":
+        # sum_b omega_b sigmoid((s_i - n_b) / tau) is a weighted soft rank of -s_i among -n_b:
+        # the chunked op keeps memory at one block instead of (M, B, C) saved for backward
+        r = dispatch("soft_rank", -negs.t(), -s.t(), temperature, omega.t().unsqueeze(2))
+        per_row = (r[..., 0] - 0.5).t()
+    else:
+        d = s.unsqueeze(1) - negs.unsqueeze(0)                   # (M, B, C): every row against the band
+        per_row = ((margin - d).clamp_min(0).square() * omega).sum(1)
+    wk = pf.to(s.dtype) * w.unsqueeze(1)
+    value = (per_row * wk).sum(0) / wk.sum(0).clamp_min(torch.finfo(s.dtype).tiny)
+    return (1.0 - value if surrogate == "sigmoid" else value), valid
+
+
+def _pauc(s, p, w, alpha, beta, temperature, surrogate, margin, owner, v=None):
+    if v is not None:
+        # masked form: no host reads, so no skip warning either (skipped classes are still 0)
+        return _pauc_masked(s, p, w, v, alpha, beta, temperature, surrogate, margin)
     m, c = s.shape
     npos = p.sum(0)
     nneg = m - npos
@@ -56,7 +91,7 @@ def _pauc(s, p, w, alpha, beta, temperature, surrogate, margin, owner):
     rows, cols = p.nonzero(as_tuple=True)
     if rows.numel() == 0 or m == 0 or not bool(valid.any()):
         return s.new_zeros(c), valid
-    idx, omega = _band(s, p, alpha, beta)
+    idx, omega = _band(s, ~p, alpha, beta)
     negs = s.gather(0, idx)                                      # (B, C), carries gradient
     d = s[rows, cols].unsqueeze(1) - negs.t()[cols]               # (P, B): s_pos - s_band_neg
     om = omega.t()[cols]
@@ -124,8 +159,8 @@ def pauc_at_budget_loss(input: Tensor, target: Tensor, *, alpha: float = 0.0, be
     scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
-    s, p, ww = pool(scores, pos, keep, w, extra)
-    loss_c, valid = _pauc(s, p, ww, alpha, beta, temperature, surrogate, margin, None)
+    s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))
+    loss_c, valid = _pauc(s, p, ww, alpha, beta, temperature, surrogate, margin, None, v)
     out = reduce_classes(loss_c, valid, reduction, input)
     return (out, valid) if return_valid else out
 
@@ -153,5 +188,5 @@ class PAUCAtBudgetLoss(QueuedRankingLoss):
         self.alpha, self.beta, self.temperature, self.margin = _check(alpha, beta, temperature, surrogate, margin)
         self.surrogate = surrogate
 
-    def _compute(self, s, p, w):
-        return _pauc(s, p, w, self.alpha, self.beta, self.temperature, self.surrogate, self.margin, self)
+    def _compute(self, s, p, w, v=None):
+        return _pauc(s, p, w, self.alpha, self.beta, self.temperature, self.surrogate, self.margin, self, v)

@@ -10,6 +10,7 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._validation import check_choice, check_positive, check_probability
 from ..registry import register_loss
+from ..contrastive._common import host_selection
 from ._common import check_queue, gather, per_class_mean, pool, prepare, reduce_classes
 from ._module import QueuedRankingLoss
 
@@ -19,7 +20,9 @@ _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
 def _recall(s: Tensor, p: Tensor, w: Tensor, quantile: float, temperature: float, interpolation: str,
-            detach_threshold: bool):
+            detach_threshold: bool, v: Optional[Tensor] = None):
+    if v is not None:
+        return _recall_masked(s, p, w, v, quantile, temperature, interpolation, detach_threshold)
     m, c = s.shape
     rows, cols = p.nonzero(as_tuple=True)
     npos = torch.zeros(c, dtype=torch.long, device=s.device).index_add_(0, cols, torch.ones_like(cols))
@@ -29,6 +32,39 @@ def _recall(s: Tensor, p: Tensor, w: Tensor, quantile: float, temperature: float
     t = torch.quantile(s.detach() if detach_threshold else s, quantile, dim=0, interpolation=interpolation)
     soft = torch.sigmoid((s[rows, cols] - t[cols]) / temperature)
     recall, _ = per_class_mean(soft, cols, w[rows], c)
+    return recall, valid
+
+
+def _masked_quantile(x: Tensor, v: Tensor, q: float, interpolation: str) -> Tensor:
+    """``torch.quantile(x[v], q, dim=0)`` per column without selecting rows (fixed shapes).
+
+    Invalid rows sort last (+inf); the ranks follow ``torch.quantile``'s rule with ``n = v.sum()``.
+    Columns of an empty pool give 0 (their classes are skipped anyway).
+    """
+    n = v.sum()
+    srt = torch.sort(x.masked_fill(~v.unsqueeze(1), float("inf")), dim=0).values
+    ranks = torch.full((1, x.shape[1]), q, dtype=x.dtype, device=x.device) * (n - 1).clamp_min(0).to(x.dtype)
+    if interpolation == "lower":
+        ranks = ranks.floor()
+    elif interpolation == "higher":
+        ranks = ranks.ceil()
+    elif interpolation == "nearest":
+        ranks = ranks.round()
+    below = ranks.long()
+    out = srt.gather(0, below)
+    if interpolation in ("linear", "midpoint"):
+        weights = torch.full_like(ranks, 0.5) if interpolation == "midpoint" else ranks - below
+        out = torch.lerp(out, srt.gather(0, ranks.ceil().long()), weights)
+    return torch.where(n > 0, out, torch.zeros_like(out)).squeeze(0)
+
+
+def _recall_masked(s, p, w, v, quantile, temperature, interpolation, detach_threshold):
+    pf = p & v.unsqueeze(1)
+    valid = pf.sum(0) > 0
+    t = _masked_quantile(s.detach() if detach_threshold else s, v, quantile, interpolation)
+    soft = torch.sigmoid((s - t) / temperature)
+    wk = pf.to(s.dtype) * w.unsqueeze(1)
+    recall = (soft * wk).sum(0) / wk.sum(0).clamp_min(torch.finfo(s.dtype).tiny)
     return recall, valid
 
 
@@ -87,12 +123,12 @@ def recall_at_quantile_loss(input: Tensor, target: Tensor, *, quantile: float = 
     scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
-    s, p, ww = pool(scores, pos, keep, w, extra)
+    s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))
     if s.shape[0] == 0:
         valid = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
         out = reduce_classes(scores.new_zeros(scores.shape[1]), valid, reduction, input)
         return (out, valid) if return_valid else out
-    recall, valid = _recall(s, p, ww, quantile, temperature, interpolation, detach_threshold)
+    recall, valid = _recall(s, p, ww, quantile, temperature, interpolation, detach_threshold, v)
     out = reduce_classes(1.0 - recall, valid, reduction, input)
     return (out, valid) if return_valid else out
 
@@ -121,9 +157,9 @@ class RecallAtQuantileLoss(QueuedRankingLoss):
         self.interpolation = interpolation
         self.detach_threshold = bool(detach_threshold)
 
-    def _compute(self, s, p, w):
+    def _compute(self, s, p, w, v=None):
         if s.shape[0] == 0:
             return s.new_zeros(s.shape[1]), torch.zeros(s.shape[1], dtype=torch.bool, device=s.device)
         recall, valid = _recall(s, p, w, self.quantile, self.temperature, self.interpolation,
-                                self.detach_threshold)
+                                self.detach_threshold, v)
         return 1.0 - recall, valid

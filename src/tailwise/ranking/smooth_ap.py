@@ -10,46 +10,25 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._validation import check_positive
 from ..registry import register_loss
+from ..contrastive._common import host_selection
+from ..kernels import dispatch
+from ..kernels import soft_rank as _soft_rank  # noqa: F401 - registers the "soft_rank" op
 from ._common import check_queue, gather, pool, prepare, reduce_classes
 from ._module import QueuedRankingLoss
 
 __all__ = ["smooth_ap_loss", "SmoothAPLoss"]
 
 
-class _SoftRank(torch.autograd.Function):
-    """``rank_k = 1/2 + sum_j sigmoid((x_j - a_k) / tau)`` for anchors ``a (P,)`` against ``x (M,)``.
+def _smooth_ap(s: Tensor, p: Tensor, w: Tensor, temperature: float, v: Optional[Tensor] = None):
+    """Per-class smooth AP ``(C,)`` and validity over pooled scores ``s (M, C)``.
 
-    Equal to ``1 + sum_{j != k}`` when anchor ``k`` is itself one of the ``x`` (its own term is
-    exactly 1/2 and its gradient cancels). Hand-written backward: only the ``(P, M)`` sigmoid
-    matrix is kept, and the gradient is two mat-vecs with ``sigma`` and ``sigma^2``
-    (``sigma' = sigma - sigma^2``) instead of autograd's chain of ``(P, M)`` temporaries.
+    ``v is None``: every row is valid and only the positive anchors are ranked, ``(P, M)`` per
+    class. Otherwise (masked form, no host sync) every row is an anchor of a ``(C, M, M)``
+    chunked soft rank whose columns are weighted by validity and positiveness.
     """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, tau: float) -> Tensor:
-        sig = torch.sub(x.unsqueeze(0), a.unsqueeze(1)).mul_(1.0 / tau).sigmoid_()
-        rowsum = sig.sum(1)
-        ctx.save_for_backward(sig, rowsum)
-        ctx.tau = tau
-        return rowsum + 0.5
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        sig, rowsum = ctx.saved_tensors
-        sq = sig * sig
-        inv = 1.0 / ctx.tau
-        grad_x = grad_a = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ sig - g @ sq) * inv
-        if ctx.needs_input_grad[1]:
-            grad_a = -g * (rowsum - sq.sum(1)) * inv
-        return grad_x, grad_a, None
-
-
-def _smooth_ap(s: Tensor, p: Tensor, w: Tensor, temperature: float):
-    """Per-class smooth AP ``(C,)`` and validity over pooled scores ``s (M, C)``."""
     m, c = s.shape
+    if v is not None:
+        return _smooth_ap_masked(s, p, w, temperature, v)
     npos = p.sum(0)
     valid = (npos > 0) & (npos < m)
     ap = []
@@ -61,11 +40,25 @@ def _smooth_ap(s: Tensor, p: Tensor, w: Tensor, temperature: float):
         col = s[:, k]
         idx = p[:, k].nonzero().squeeze(1)
         a = col[idx]
-        rank_all = _SoftRank.apply(col, a, temperature)
-        rank_pos = _SoftRank.apply(a, a, temperature)
+        rank_all = dispatch("soft_rank", col, a, temperature)
+        rank_pos = dispatch("soft_rank", a, a, temperature)
         wk = w[idx]
         ap.append((wk * (rank_pos / rank_all)).sum() / wk.sum().clamp_min(torch.finfo(s.dtype).tiny))
     return torch.stack(ap), valid
+
+
+def _smooth_ap_masked(s: Tensor, p: Tensor, w: Tensor, temperature: float, v: Tensor):
+    m, c = s.shape
+    pf = p & v.unsqueeze(1)
+    npos = pf.sum(0)
+    valid = (npos > 0) & (npos < v.sum())
+    x = s.t()                                                   # (C, M)
+    # column weights: [valid rows, positive rows] -> ranks among all / among the positives
+    cw = torch.stack([v.unsqueeze(0).expand(c, m), pf.t()], 2).to(s.dtype)
+    r = dispatch("soft_rank", x, None, temperature, cw)         # (C, M, 2), anchors = x
+    wk = pf.t().to(s.dtype) * w.unsqueeze(0)                    # 0 on non-positive anchors
+    ap = (wk * (r[..., 1] / r[..., 0])).sum(1) / wk.sum(1).clamp_min(torch.finfo(s.dtype).tiny)
+    return ap, valid
 
 
 @float32_compute
@@ -119,8 +112,8 @@ def smooth_ap_loss(input: Tensor, target: Tensor, *, temperature: float = 0.01, 
     scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
-    s, p, ww = pool(scores, pos, keep, w, extra)
-    ap, valid = _smooth_ap(s, p, ww, temperature)
+    s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))
+    ap, valid = _smooth_ap(s, p, ww, temperature, v)
     out = reduce_classes(1.0 - ap, valid, reduction, input)
     return (out, valid) if return_valid else out
 
@@ -156,6 +149,6 @@ class SmoothAPLoss(QueuedRankingLoss):
                          reduction=reduction)
         self.temperature = check_positive(temperature, "temperature")
 
-    def _compute(self, s, p, w):
-        ap, valid = _smooth_ap(s, p, w, self.temperature)
+    def _compute(self, s, p, w, v=None):
+        ap, valid = _smooth_ap(s, p, w, self.temperature, v)
         return 1.0 - ap, valid

@@ -43,7 +43,12 @@ class WarmupBlend(nn.Module):
     / focal first is the usual recipe.
 
     The counter is a buffer (``step_count``), so it is saved in ``state_dict`` and a resumed run
-    continues the schedule. Advance it with :meth:`step`, or call the Lightning-style hooks from
+    continues the schedule. It is mirrored by a host integer (the schedule is driven from the
+    host, so reading it never synchronises with the device); change it through :meth:`step` /
+    :meth:`set_step` / ``load_state_dict``, not by writing the buffer. Under ``torch.compile``
+    the graph depends only on the phase (warm-up, blend, done): the blend weight comes from the
+    buffer, so stepping through the blend does not recompile (temperature annealing does, as the
+    second loss's temperature is a Python number). Advance it with :meth:`step`, or call the Lightning-style hooks from
     the matching ``LightningModule`` hooks: :meth:`on_train_batch_end` steps when
     ``step_per="batch"`` (default), :meth:`on_train_epoch_end` when ``step_per="epoch"``.
 
@@ -105,12 +110,18 @@ class WarmupBlend(nn.Module):
         self.temperature_start, self.temperature_end = temperature_start, temperature_end
         self.temperature_steps = temperature_steps
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self._sync_host(0)
 
     # -- schedule ----------------------------------------------------------------------------
+    def _sync_host(self, t: int) -> None:
+        self._t = int(t)
+        lam = self.blend_weight
+        self._phase = "warmup" if lam == 0.0 else ("done" if lam == 1.0 else "blend")
+
     @property
     def blend_weight(self) -> float:
         """``lambda``: the weight of ``second`` at the current step."""
-        t = int(self.step_count)
+        t = self._t
         if t < self.warmup_steps:
             return 0.0
         if self.blend_steps == 0:
@@ -125,7 +136,7 @@ class WarmupBlend(nn.Module):
     def current_temperature(self) -> Optional[float]:
         if self.temperature_start is None:
             return None
-        done = max(0, int(self.step_count) - self.warmup_steps)
+        done = max(0, self._t - self.warmup_steps)
         frac = 1.0 if self.temperature_steps == 0 else min(1.0, done / self.temperature_steps)
         return self.temperature_start * math.exp(frac * math.log(self.temperature_end / self.temperature_start))
 
@@ -138,12 +149,14 @@ class WarmupBlend(nn.Module):
     def step(self, n: int = 1) -> None:
         """Advance the schedule by ``n`` steps."""
         self.step_count += int(n)
+        self._sync_host(self._t + int(n))
         self._apply_temperature()
 
     @torch.no_grad()
     def set_step(self, n: int) -> None:
         """Jump to step ``n`` (e.g. ``trainer.global_step``)."""
         self.step_count.fill_(int(n))
+        self._sync_host(int(n))
         self._apply_temperature()
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
@@ -158,24 +171,33 @@ class WarmupBlend(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
+        self._sync_host(int(self.step_count))  # one host read per load
         self._apply_temperature()
 
     # -- loss --------------------------------------------------------------------------------
+    def _weights(self, like: Tensor):
+        """``(1 - lambda, lambda)`` from the buffer, in float64 then cast (the values of the python floats)."""
+        t = self.step_count.to(torch.float64)
+        lam = ((t - self.warmup_steps) / self.blend_steps).clamp(0.0, 1.0)
+        return (1.0 - lam).to(like.dtype), lam.to(like.dtype)
+
     @rejects_weight  # **kwargs would otherwise drop a bare weight= silently
     def forward(self, input: Tensor, target: Tensor, **kwargs) -> Tensor:
-        lam = self.blend_weight
+        phase = self._phase
         self._apply_temperature()
-        if lam == 0.0:
+        if phase == "warmup":
             out = self.first(input, target, **_accepted(self.first, kwargs))
             if self.prefill and self.training:
                 with torch.no_grad():
                     self.second(input.detach(), target, **_accepted(self.second, kwargs))
             return out
-        if lam == 1.0:
+        if phase == "done":
             return self.second(input, target, **_accepted(self.second, kwargs))
-        return ((1.0 - lam) * self.first(input, target, **_accepted(self.first, kwargs))
-                + lam * self.second(input, target, **_accepted(self.second, kwargs)))
+        a = self.first(input, target, **_accepted(self.first, kwargs))
+        b = self.second(input, target, **_accepted(self.second, kwargs))
+        wa, wb = self._weights(a)
+        return wa * a + wb * b
 
     def extra_repr(self) -> str:
         return (f"warmup_steps={self.warmup_steps}, blend_steps={self.blend_steps}, step_per={self.step_per!r}, "
-                f"step={int(self.step_count)}")
+                f"step={self._t}")
