@@ -88,7 +88,7 @@ def test_csv_user_data_end_to_end(tmp_path):
         # 25% stratified test split: the rest trains
         assert r["class_counts"] == [90, 30, 9]
     report = (out / "report.md").read_text()
-    assert "| loss | many | medium | few | overall | balanced_acc |" in report
+    assert "| configuration | many | medium | few | overall | balanced | natural |" in report
     assert "**Recommendation:**" in report
     assert (out / "classification_per_class.png").exists()
 

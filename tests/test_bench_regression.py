@@ -30,3 +30,12 @@ def test_bench_regression_tiny(tmp_path):
 def test_bench_regression_bad_loss(tmp_path, capsys):
     assert main(["bench", "regression", "--losses", "focal", "--out", str(tmp_path), "--quiet"]) == 2
     assert "unknown regression loss 'focal'" in capsys.readouterr().err
+
+
+def test_log_axis_error_bars_never_reach_zero():
+    from tailwise.bench._report import log_error_bars
+
+    lower, upper = log_error_bars([1.0, 0.1, 5.0], [0.5, 0.3, 1.0], [0.6, 0.004, 4.2])
+    assert lower == [0.5, 0.1 - 0.004, 1.0]  # the middle bar stops at the best seed, not at -0.2
+    assert upper == [0.5, 0.3, 1.0]
+    assert all(m - lo > 0 for m, lo in zip([1.0, 0.1, 5.0], lower))

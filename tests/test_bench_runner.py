@@ -1,6 +1,7 @@
 """The bench runner: append-and-flush records, resume, survive SIGKILL, clean CLI errors."""
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -119,3 +120,124 @@ def test_cli_rejects_bad_flags(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def _no_constants(name):
+    raise ValueError(f"non-strict JSON constant {name}")
+
+
+def test_torn_last_line_is_detected_reported_and_redone(tmp_path, capsys):
+    calls = []
+    args = argparse.Namespace(out=str(tmp_path), seeds=[0, 1], quiet=True)
+    run_tasks([_make_task(calls)], args)
+    path = tmp_path / "results.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = lines[-1][: len(lines[-1]) // 2]  # the last record cut mid-write, no newline
+    path.write_bytes(b"".join(lines[:-1]) + torn)
+    lost = json.loads(lines[-1])
+    calls.clear()
+    capsys.readouterr()
+    run_tasks([_make_task(calls)], args)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "line 4 was torn" in err[0] and "kept the 3 complete runs" in err[0], err
+    assert calls == [(lost["loss"], lost["seed"])]  # only the torn run is redone
+    final = [json.loads(line, parse_constant=_no_constants) for line in path.read_text().splitlines()]
+    assert [r["run_id"] for r in final[:3]] == [json.loads(line)["run_id"] for line in lines[:3]]
+    assert len(final) == 4 and len({r["run_id"] for r in final}) == 4
+
+
+def test_complete_record_missing_only_its_newline_is_kept(tmp_path, capsys):
+    spec = {"task": "toy", "loss": "a", "seed": 0}
+    (tmp_path / "results.jsonl").write_text(json.dumps({**spec, "score": 0.0, "run_id": run_id(spec)}))
+    calls = []
+    run_tasks([_make_task(calls)], argparse.Namespace(out=str(tmp_path), seeds=[0], quiet=True))
+    assert calls == [("b", 0)]
+    assert "torn" not in capsys.readouterr().err
+    assert len(load_records(tmp_path / "results.jsonl")) == 2
+
+
+def test_results_are_strict_json(tmp_path):
+    def plan(args):
+        return [{"task": "nan", "loss": "x", "seed": 0}]
+
+    def execute(spec, args):
+        return {"few": float("nan"), "mse": float("inf"), "curve": [1.0, float("-inf")]}
+
+    task = BenchTask(name="nan", help="", plan=plan, execute=execute, report=lambda r, a, o: "## nan")
+    run_tasks([task], argparse.Namespace(out=str(tmp_path), quiet=True))
+    text = (tmp_path / "results.jsonl").read_text()
+    (rec,) = [json.loads(line, parse_constant=_no_constants) for line in text.splitlines()]
+    assert rec["few"] is None and rec["mse"] is None and rec["curve"] == [1.0, None]
+
+
+class _FullDiskFile:
+    """A results file whose third record write stores half its bytes, then fails with ENOSPC."""
+
+    def __init__(self, f, state):
+        self._f, self._state = f, state
+
+    def write(self, data):
+        self._state["writes"] += 1
+        if self._state["writes"] == 3:
+            self._f.write(data[: len(data) // 2])
+            self._f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_full_disk_is_a_clear_error_and_loses_nothing(where, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from tailwise.bench import runner
+
+    state = {"writes": 0, "fsyncs": 0}
+    if where == "write":
+        def fake_open(path, mode="r", *a, **kw):
+            f = builtins.open(path, mode, *a, **kw)
+            return _FullDiskFile(f, state) if str(path).endswith("results.jsonl") and "a" in mode else f
+        monkeypatch.setattr(runner, "open", fake_open, raising=False)
+    else:
+        real_fsync = os.fsync
+
+        def fake_fsync(fd):
+            state["fsyncs"] += 1
+            if state["fsyncs"] == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(fd)
+        monkeypatch.setattr(runner.os, "fsync", fake_fsync)
+    monkeypatch.setattr(runner, "default_out_dir", lambda: tmp_path)
+    monkeypatch.setattr("tailwise.bench.available_tasks", lambda: {"toy": _make_task([])})
+    import tailwise.cli as cli
+
+    args = argparse.Namespace(command="bench", task="toy", out=str(tmp_path), seeds=[0, 1], quiet=True, preset=None)
+    monkeypatch.setattr(cli, "build_parser", lambda: _Parser(args))
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tailwise: error: no space left on device while writing"), err
+    assert "the 2 runs finished before are kept intact" in err[0]
+    # the two finished records are intact and the failed one left no torn bytes
+    raw = (tmp_path / "results.jsonl").read_bytes()
+    assert raw.endswith(b"\n") and len(raw.splitlines()) == 2
+    assert len(load_records(tmp_path / "results.jsonl")) == 2
+    monkeypatch.undo()
+    calls = []
+    run_tasks([_make_task(calls)], argparse.Namespace(out=str(tmp_path), seeds=[0, 1], quiet=True))
+    assert len(calls) == 2 and len(load_records(tmp_path / "results.jsonl")) == 4
+
+
+class _Parser:
+    def __init__(self, args):
+        self.args = args
+
+    def parse_args(self, argv):
+        return self.args

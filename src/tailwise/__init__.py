@@ -32,8 +32,8 @@ from .classification import (
     difficulty_net_weights, difficulty_weights, DifficultyNet, DifficultyNetLoss,
     DifficultyWeightedLoss, drw_weights, EntropyLoss, EQLv2Loss, EqualizedFocalLoss, FocalLoss,
     IIF_VARIANTS, iif_weights, IIFLoss, KLDivLoss, ldam_margins, LDAMLoss, LearnableWeightScaling,
-    LogitAdjustedLoss, NormedLinear, SeesawLoss, SigmoidFocalLoss, SoftmaxEQLLoss,
-    tade_inverse_prior, tade_test_time_weights, TADELoss, tau_normalize,
+    LinearCrossEntropyLoss, LogitAdjustedLoss, NormedLinear, SeesawLoss, SigmoidFocalLoss,
+    SoftmaxEQLLoss, tade_inverse_prior, tade_test_time_weights, TADELoss, tau_normalize,
 )
 from .contrastive import (
     assign_targets, BCLLoss, BoostedCLLoss, BYOLLoss, cluster_centers, copy_paste_views,
@@ -72,9 +72,9 @@ __all__ = [
     "difficulty_net_step", "difficulty_net_weights", "difficulty_weights", "DifficultyNet",
     "DifficultyNetLoss", "DifficultyWeightedLoss", "drw_weights", "EntropyLoss", "EQLv2Loss",
     "EqualizedFocalLoss", "FocalLoss", "IIF_VARIANTS", "iif_weights", "IIFLoss", "KLDivLoss",
-    "ldam_margins", "LDAMLoss", "LearnableWeightScaling", "LogitAdjustedLoss", "NormedLinear",
-    "SeesawLoss", "SigmoidFocalLoss", "SoftmaxEQLLoss", "tade_inverse_prior",
-    "tade_test_time_weights", "TADELoss", "tau_normalize",
+    "ldam_margins", "LDAMLoss", "LearnableWeightScaling", "LinearCrossEntropyLoss",
+    "LogitAdjustedLoss", "NormedLinear", "SeesawLoss", "SigmoidFocalLoss", "SoftmaxEQLLoss",
+    "tade_inverse_prior", "tade_test_time_weights", "TADELoss", "tau_normalize",
     # contrastive
     "assign_targets", "BCLLoss", "BoostedCLLoss", "BYOLLoss", "cluster_centers", "copy_paste_views",
     "CopyPasteViews", "cp2_pool", "CP2Loss", "DCLLoss", "DCLWLoss", "hard_pair_mining",

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="your own data: .npz with arrays X and y, or a CSV with a label column")
     bench.add_argument("--out", default=None,
                        help="output directory (default: ./tailwise-bench/<timestamp>)")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="where to train: auto (default: cuda when available, else cpu), cpu or cuda; "
+                            "CUDA runs use bf16 mixed precision; every run records device and versions")
     bench.add_argument("--quiet", action="store_true", help="no progress bar and no printed report")
     for t in tasks.values():
         if t.add_arguments is not None:
@@ -123,6 +126,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench.runner import run_tasks
 
     tasks = available_tasks()
+    if args.task is None and getattr(args, "preset", None):
+        args.task = "classification"  # the presets are classification grids
     if args.task is None:
         chosen = [t for name, t in tasks.items() if name in DEFAULT_TASKS]
     elif args.task == "all":
@@ -147,6 +152,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     except BenchInputError as exc:
         print(f"tailwise: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an unwritable --out: one line, like every user error
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"tailwise: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tailwise: interrupted; finished runs are kept in results.jsonl", file=sys.stderr)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Optional, Tuple
 
-__all__ = ["mean_std", "pyplot", "save_figure"]
+__all__ = ["mean_std", "pyplot", "save_figure", "log_error_bars"]
 
 
 def mean_std(values: Iterable[float]) -> Tuple[float, float]:
@@ -39,3 +39,20 @@ def save_figure(fig, out_dir, name: str, dpi: int = 110) -> Optional[str]:
     if plt is not None:
         plt.close(fig)
     return name
+
+
+def log_error_bars(means, stds, lowest) -> Tuple[list, list]:
+    """``(lower, upper)`` bar lengths for ``ax.bar(..., yerr=[lower, upper])`` on a log axis.
+
+    ``mean - std`` can be <= 0, which a log axis cannot draw (the bar runs off the plot): the
+    lower bar then stops at the lowest value observed over the seeds, never below it.
+    """
+    lower = []
+    for m, sd, low in zip(means, stds, lowest):
+        if not (math.isfinite(m) and m > 0):
+            lower.append(0.0)
+        elif m - sd > 0:
+            lower.append(sd)
+        else:
+            lower.append(m - low if 0 < low < m else 0.0)
+    return lower, list(stds)

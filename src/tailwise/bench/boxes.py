@@ -15,8 +15,11 @@ test_1715k.m``):
 * error of a case = ``|x - x_gt| + |y - y_gt| + |w - w_gt| + |h - h_gt|``; the curve is the
   total error over all cases at each iteration.
 
-Differences, on purpose: gradients come from tailwise's losses by autograd (the script hand-codes
-them; its CIoU gradient drops the ``1/(w^2+h^2)`` factor of ``v``, tailwise keeps it); widths
+``--gradient paper`` follows the script exactly: its hand-written gradients, re-derived in
+:mod:`tailwise.bench._paper_gradient` (IoU, GIoU, DIoU, CIoU), float64, no clamping.
+
+Differences of the default ``--gradient exact``, on purpose: gradients come from tailwise's losses
+by autograd (the script hand-codes them; see ``_paper_gradient`` for where they differ); widths
 and heights are floored at 1e-3 after each step so a box never inverts (the script swaps edges
 instead); Focal-EIoU's per-box gradient is used without the batch normalisation (which would only
 divide the learning rate by the batch's summed weight). The default scale is small (30 centres,
@@ -54,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--full", action="store_true",
                        help="boxes: the paper's scale, 5,000 anchor centres (1,715,000 cases per loss; "
                             "minutes per loss on CPU)")
+    group.add_argument("--gradient", choices=("exact", "paper"), default="exact",
+                       help="boxes: exact (autograd gradient of each tailwise loss, default) or paper (the DIoU "
+                            "authors' hand-written MATLAB gradients for iou, giou, diou, ciou)")
     group.add_argument("--points", type=int, default=None,
                        help=f"boxes: anchor centres in the disc (default {DEFAULT_POINTS}; x 343 cases each)")
 
@@ -86,8 +92,22 @@ def _loss_fn(name: str):
     return fn
 
 
-def simulate(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations: int) -> Dict:
-    """Regress every anchor to its target by the paper's rule; returns the error curve and stats."""
+def _lr(k: int, iterations: int) -> float:
+    """The script's schedule: 0.1 for the first 80% of the iterations, 0.01, then 0.001 for the last 10%."""
+    frac = k / iterations
+    return 0.1 if frac < 0.8 else (0.01 if frac < 0.9 else 0.001)
+
+
+def simulate(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations: int,
+             gradient: str = "exact") -> Dict:
+    """Regress every anchor to its target by the paper's rule; returns the error curve and stats.
+
+    ``gradient="exact"`` steps along tailwise's autograd gradient of the loss (widths and heights
+    floored at 1e-3); ``"paper"`` along the authors' hand-written direction
+    (:mod:`tailwise.bench._paper_gradient`, float64, no clamping, as their script).
+    """
+    if gradient == "paper":
+        return _simulate_paper(name, anchors, targets, iterations)
     from ..boxes._geometry import pair_terms, to_xyxy
 
     fn = _loss_fn(name)
@@ -101,8 +121,7 @@ def simulate(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations
         start_overlap = float((iou_of(pred) > 0).float().mean())
     errors: List[float] = []
     for k in range(iterations):
-        frac = k / iterations
-        lr = 0.1 if frac < 0.8 else (0.01 if frac < 0.9 else 0.001)
+        lr = _lr(k, iterations)
         pred.requires_grad_(True)
         loss = fn(pred, targets, box_format="cxcywh", reduction="none", validate=False)
         (grad,) = torch.autograd.grad(loss.sum(), pred)
@@ -113,7 +132,26 @@ def simulate(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations
             errors.append(float((pred - targets).abs().sum()))
     with torch.no_grad():
         final_iou = iou_of(pred)
-    n = anchors.shape[0]
+    return _summary(anchors.shape[0], errors, start_overlap, final_iou)
+
+
+def _simulate_paper(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations: int) -> Dict:
+    from ._paper_gradient import PAPER_LOSSES, paper_direction, paper_iou
+
+    if name not in PAPER_LOSSES:
+        raise BenchInputError(f"--gradient paper: the authors' script has no gradient for {name!r}; it covers "
+                              f"{', '.join(PAPER_LOSSES)}")
+    pred, gt = anchors.to(torch.float64), targets.to(torch.float64)
+    start_overlap = float((paper_iou(pred, gt) > 0).float().mean())
+    errors: List[float] = []
+    for k in range(iterations):
+        iou = paper_iou(pred, gt)
+        pred = pred + _lr(k, iterations) * (2.0 - iou)[:, None] * paper_direction(name, pred, gt)
+        errors.append(float((pred - gt).abs().sum()))
+    return _summary(anchors.shape[0], errors, start_overlap, paper_iou(pred, gt))
+
+
+def _summary(n: int, errors: List[float], start_overlap: float, final_iou: torch.Tensor) -> Dict:
     return {"n_cases": n, "errors": [round(e, 4) for e in errors], "final_error": errors[-1] if errors else 0.0,
             "final_error_per_case": (errors[-1] / n) if errors else 0.0,
             "start_overlap_fraction": start_overlap,
@@ -125,8 +163,13 @@ def simulate(name: str, anchors: torch.Tensor, targets: torch.Tensor, iterations
 def plan(args) -> List[Dict]:
     from ..registry import list_losses
 
+    from ._device import resolve_device
+    from ._paper_gradient import PAPER_LOSSES
+
     seeds = list(args.seeds) if getattr(args, "seeds", None) else list(DEFAULT_SEEDS)
-    losses = list(args.losses) if getattr(args, "losses", None) else list(DEFAULT_LOSSES)
+    gradient = getattr(args, "gradient", None) or "exact"
+    defaults = PAPER_LOSSES if gradient == "paper" else DEFAULT_LOSSES
+    losses = list(args.losses) if getattr(args, "losses", None) else list(defaults)
     known = set(list_losses())
     unknown = [name for name in losses if name not in known]
     if unknown:
@@ -138,8 +181,14 @@ def plan(args) -> List[Dict]:
     points = getattr(args, "points", None) or (FULL_POINTS if getattr(args, "full", False) else DEFAULT_POINTS)
     if points <= 0:
         raise BenchInputError(f"--points must be positive, got {points}")
+    if gradient == "paper":
+        no_paper = [name for name in losses if name not in PAPER_LOSSES]
+        if no_paper:
+            raise BenchInputError(f"--gradient paper: the authors' script has no gradient for {', '.join(no_paper)}; "
+                                  f"it covers {', '.join(PAPER_LOSSES)}")
     iterations = getattr(args, "epochs", None) or DEFAULT_ITERATIONS
-    return [{"task": "boxes", "loss": loss, "seed": seed, "points": points, "iterations": iterations}
+    return [{"task": "boxes", "loss": loss, "seed": seed, "points": points, "iterations": iterations,
+             "gradient": gradient, "device": resolve_device(args)}
             for loss in losses for seed in seeds]
 
 
@@ -151,14 +200,17 @@ def execute(spec: Dict, args) -> Dict:
     if key not in _CASES:  # the same anchors for every loss of a seed
         _CASES.clear()
         _CASES[key] = make_cases(spec["points"], spec["seed"])
-    anchors, targets = _CASES[key]
+    device = spec.get("device", "cpu")
+    anchors, targets = (t.to(device) for t in _CASES[key])
     torch.manual_seed(spec["seed"])
     # ~10k-box elementwise ops: one thread is faster than two fighting over a shared 2-core machine
     threads = torch.get_num_threads()
     if spec["points"] <= DEFAULT_POINTS:
         torch.set_num_threads(1)
     try:
-        return simulate(spec["loss"], anchors, targets, spec["iterations"])
+        out = simulate(spec["loss"], anchors, targets, spec["iterations"], spec.get("gradient", "exact"))
+        out["device_name"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        return out
     finally:
         torch.set_num_threads(threads)
 
@@ -185,7 +237,10 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
              f"iterations with the paper's (2 - IoU)-scaled step; {n_seeds} seed(s). Total error = sum over "
              f"cases of |dx| + |dy| + |dw| + |dh| (lower is better; the start is "
              f"{curves[losses[0]][0] if T else 0:,.0f} after one step). "
-             f"{100 * first['start_overlap_fraction']:.0f}% of the anchors overlap their target at the start.",
+             f"{100 * first['start_overlap_fraction']:.0f}% of the anchors overlap their target at the start. "
+             f"{_GRADIENT_TEXT[first.get('gradient', 'exact')]} Learning rate 0.1, decayed to 0.01 after iteration "
+             f"{int(0.8 * T)} and to 0.001 after {int(0.9 * T)} (the script's schedule): the sudden flattening of "
+             "the curves there is this decay, not convergence.",
              "",
              "| loss | " + " | ".join(f"error @ {c}" for c in checkpoints) + " | no overlap at end | mean IoU at end |",
              "|---|" + "---|" * (len(checkpoints) + 2)]
@@ -196,14 +251,14 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
             cells[-1] = f"**{cells[-1]}**"
         lines.append(f"| {loss} | " + " | ".join(cells) + f" | {100 * stats[loss]['final_no_overlap_fraction']:.1f}% | "
                      f"{stats[loss]['final_mean_iou']:.3f} |")
-    lines += ["", _ordering(curves, stats, checkpoints), ""]
-    png = _plot(curves, out_dir)
+    lines += ["", _ordering(curves, stats, checkpoints, first.get("gradient", "exact")), ""]
+    png = _plot(curves, out_dir, T)
     if png:
         lines.append(f"![total regression error vs iteration]({png})")
     return "\n".join(lines)
 
 
-def _ordering(curves, stats, checkpoints) -> str:
+def _ordering(curves, stats, checkpoints, gradient: str = "exact") -> str:
     order = sorted(curves, key=lambda l: stats[l]["final_error"])
     text = "**Final-error ordering (best first):** " + " < ".join(f"`{l}`" for l in order) + "."
     checks = []
@@ -222,16 +277,16 @@ def _ordering(curves, stats, checkpoints) -> str:
     if checks:
         text += " Paper's claims (Zheng et al., Fig. 3/4): " + "; ".join(
             f"{claim}: {'reproduced' if ok else 'NOT reproduced'}" for claim, ok in checks) + "."
-    text += (" Note: these runs use each loss's exact gradient. The authors' script hand-codes the DIoU/CIoU "
-             "gradients with the enclosing-diagonal term's sign flipped for x/y (it shrinks the enclosing box "
-             "instead of growing it) and with width/height terms coupled, a plausible reason why DIoU/CIoU beat "
-             "GIoU in the paper's curves; with exact gradients the penalty rho^2/c^2 also rewards growing c, "
-             "so DIoU can trail GIoU. Focal-EIoU's weight IoU^0.5 is 0 without overlap, so like IoU it cannot "
-             "move non-overlapping anchors.")
+    if gradient == "paper":
+        text += (" Focal-EIoU, EIoU and CDIoU have no gradient in the authors' script, so they are not in this run.")
+    else:
+        text += (" These runs step along each loss's exact gradient; `--gradient paper` repeats the simulation with "
+                 "the authors' hand-written gradients (docs/bench.md has both results). Focal-EIoU's weight "
+                 "IoU^0.5 is 0 without overlap, so like IoU it cannot move non-overlapping anchors.")
     return text
 
 
-def _plot(curves, out_dir: Path):
+def _plot(curves, out_dir: Path, iterations: int):
     plt = pyplot()
     if plt is None:
         return None
@@ -239,12 +294,24 @@ def _plot(curves, out_dir: Path):
     for loss, curve in curves.items():
         ax.plot(np.arange(1, len(curve) + 1), curve, label=loss, linewidth=1.5)
     ax.set_yscale("log")
+    for at, text in ((int(0.8 * iterations), "lr 0.1 -> 0.01"), (int(0.9 * iterations), "lr -> 0.001")):
+        ax.axvline(at, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(text, xy=(at, 1), xycoords=("data", "axes fraction"), xytext=(-3, -4),
+                    textcoords="offset points", rotation=90, ha="right", va="top", fontsize=7, color="grey")
     ax.set_xlabel("iteration")
     ax.set_ylabel("total regression error (log scale)")
     ax.set_title("DIoU-paper simulation: regression error vs iteration")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return save_figure(fig, out_dir, "boxes_simulation.png")
+
+
+_GRADIENT_TEXT = {
+    "exact": "Each step follows the loss's exact autograd gradient (widths and heights floored at 1e-3).",
+    "paper": ("Each step follows the DIoU authors' hand-written MATLAB gradients (`--gradient paper`: width/height "
+              "steps twice the chain rule's, DIoU/CIoU's enclosing-diagonal term with its sign flipped for x/y and "
+              "width/height terms coupled, CIoU's aspect term without 1/(w^2+h^2); float64, no clamping)."),
+}
 
 
 TASK = BenchTask(name="boxes", help="DIoU-paper box-regression simulation over the IoU-family losses",

@@ -35,7 +35,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ._report import mean_std, pyplot, save_figure
+from ._report import log_error_bars, mean_std, pyplot, save_figure
 from .task import BenchInputError, BenchTask
 
 __all__ = ["TASK", "DEFAULT_LOSSES", "ALL_LOSSES"]
@@ -193,8 +193,8 @@ def _train(spec: Dict) -> Dict:
            "test_mse_rare": float(err[few].mean()), "train_loss": final_train}
     if sigma is not None:
         out["noise_sigma"] = float(sigma.detach())
-    if not math.isfinite(out["test_mse"]):
-        out["test_mse"] = float("inf")
+    # results.jsonl is strict JSON: a diverged run stores test_mse null plus this flag
+    out["diverged"] = not math.isfinite(out["test_mse"])
     return out
 
 
@@ -234,11 +234,14 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
               f"{nseeds} seed(s), {'/'.join(map(str, epochs))} epochs (the paper trains 2000). "
               "Lower is better; best per column in bold.", ""]
     table: Dict[Tuple[str, str], Tuple[float, float]] = {}
+    lowest: Dict[Tuple[str, str], float] = {}
     for s in shapes:
         for n in losses:
-            vals = [r["test_mse"] for r in records if r["shape"] == s and r["loss"] == n]
+            vals = [float("inf") if r.get("diverged") or r["test_mse"] is None else r["test_mse"]
+                    for r in records if r["shape"] == s and r["loss"] == n]
             if vals:
                 table[s, n] = mean_std(vals)
+                lowest[s, n] = min(vals)
     best = {s: min((table[s, n][0], n) for n in losses if (s, n) in table)[1] for s in shapes}
     lines.append("| loss | " + " | ".join(f"{s} test MSE" for s in shapes) + " |")
     lines.append("|---|" + "---|" * len(shapes))
@@ -270,13 +273,13 @@ def report(records: List[Dict], args, out_dir: Path) -> str:
         lines.append("Learned noise sigma (true 1.0, initialised at 1.5): " + "; ".join(
             f"{n} on {s}: {sum(v) / len(v):.3f}" for (s, n), v in sorted(learned.items())) + ".")
         lines.append("")
-    fig = _plot(table, shapes, losses, out_dir)
+    fig = _plot(table, lowest, shapes, losses, out_dir)
     if fig:
         lines.append(f"![regression test MSE]({fig})")
     return "\n".join(lines)
 
 
-def _plot(table, shapes, losses, out_dir: Path):
+def _plot(table, lowest, shapes, losses, out_dir: Path):
     plt = pyplot()
     if plt is None:
         return None
@@ -285,7 +288,8 @@ def _plot(table, shapes, losses, out_dir: Path):
         names = [n for n in losses if (s, n) in table]
         means = [table[s, n][0] for n in names]
         stds = [table[s, n][1] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, color="#4477aa", capsize=3)
+        yerr = log_error_bars(means, stds, [lowest[s, n] for n in names])  # clipped at the log axis
+        ax.bar(range(len(names)), means, yerr=yerr, color="#4477aa", capsize=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
         ax.set_yscale("log")

@@ -9,8 +9,12 @@ summarise finished records.
 * ``plan(args) -> list[dict]``: one JSON-serialisable *spec* per run. Every spec has ``"task"``,
   ``"loss"`` and ``"seed"`` plus whatever else identifies the run (dataset, epochs, ...). Two
   specs that are equal are the same run, which is what makes re-running resumable.
+  An optional ``"label"`` names the run's row in the progress bar and report (e.g.
+  ``cross_entropy + class_balanced sampler``); ``"device"`` records where it runs.
 * ``execute(spec, args) -> dict``: runs one spec and returns its metrics (JSON-serialisable;
-  floats, ints, strings, lists). It must be deterministic for the spec's seed.
+  floats, ints, strings, lists; NaN/inf are stored as null). It must be deterministic for the
+  spec's seed. It may call ``args.bench_estimate(task_name, seconds_per_run, basis)`` once it
+  has timed a first step or epoch, so the runner can print the time the remaining runs need.
 * ``report(records, args, out_dir) -> str``: a markdown section (tables, recommendation) from
   the finished records of this task; may write PNG figures into ``out_dir`` and link them.
 * ``add_arguments(parser)``: optional task-specific command-line options.

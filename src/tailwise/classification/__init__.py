@@ -45,3 +45,8 @@ __all__ += ["DifficultyNet", "DifficultyNetLoss", "difficulty_net_weights", "dif
 from .ballad import BalancedAdapter  # noqa: E402
 
 __all__ += ["BalancedAdapter"]
+
+# --- fused linear + cross-entropy (linear_cross_entropy.py) ---
+from .linear_cross_entropy import LinearCrossEntropyLoss  # noqa: E402
+
+__all__ += ["LinearCrossEntropyLoss"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
-from .._precision import float32_compute
+from .._precision import upcast
 from .._reduction import reduce_loss
 from .._validation import _check_number, check_class_counts, check_probability, check_same_shape
+from ..kernels import sigmoid_family as _sig
+from ..kernels._halfio import float32_compute_unless_kernel
 from ..registry import register_loss
 from ._common import check_index_target, check_logits, is_soft_target
 
@@ -26,7 +27,7 @@ def _sigmoid_prior_bias(class_counts, num_classes: int, like: Tensor) -> Tensor:
     return (torch.log(pi) - torch.log1p(-pi)).to(dtype=like.dtype, device=like.device)
 
 
-@float32_compute
+@float32_compute_unless_kernel("bal_bce")
 def bal_bce_loss(input: Tensor, target: Tensor, class_counts, *, label_smoothing: float = 0.0,
                  target_threshold: Optional[float] = None, reduction: str = "mean",
                  sample_weight: Optional[Tensor] = None) -> Tensor:
@@ -54,19 +55,26 @@ def bal_bce_loss(input: Tensor, target: Tensor, class_counts, *, label_smoothing
     check_logits(input, exact_2d=True)
     C = input.shape[1]
     s = check_probability(label_smoothing, "label_smoothing")
-    bias = _sigmoid_prior_bias(class_counts, C, input)
+    if not _sig.uses_kernel("bal_bce", input):
+        input = upcast(input)  # 16-bit logits stay 16-bit only for the kernel, which reads them
+    bias = _sigmoid_prior_bias(class_counts, C, input if input.dtype not in (torch.float16, torch.bfloat16)
+                               else input.new_empty(0, dtype=torch.float32))
+    thr = None if target_threshold is None else _check_number(target_threshold, "target_threshold")
     if is_soft_target(input, target):
-        t = target.to(input.dtype)
+        t = target.to(torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype)
+        if thr is not None:
+            t = (t > thr).to(t.dtype)
+        loss = _sig.run("bal_bce", input, t, bias)
     else:
         if isinstance(target, Tensor) and target.is_floating_point():
             check_same_shape(input, target, "input", "target")
         check_index_target(input, target)
+        # smoothed one-hot values, read from the class index by the kernel (no (N, C) target)
         off = s / C
-        t = torch.full_like(input, off).scatter_(1, target.long().unsqueeze(1), 1.0 - s + off)
-    if target_threshold is not None:
-        thr = _check_number(target_threshold, "target_threshold")
-        t = (t > thr).to(input.dtype)
-    loss = F.binary_cross_entropy_with_logits(input + bias, t, reduction="none").sum(dim=1)
+        on = 1.0 - s + off
+        if thr is not None:
+            on, off = float(on > thr), float(off > thr)
+        loss = _sig.run("bal_bce", input, target.long(), bias, on, off)
     return reduce_loss(loss, reduction, sample_weight)
 
 

@@ -6,15 +6,16 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
-from .._precision import float32_compute
+from .._precision import upcast
 from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
+from ..kernels import sigmoid_family as _sig
+from ..kernels._halfio import float32_compute_unless_kernel
+from ..kernels.softmax_ce import softmax_cross_entropy, uses_kernel
 from ..registry import register_loss
 from ._common import check_index_target, check_logits, masked_reduce
-from .focal import _SigmoidFocal
 
 __all__ = ["class_balanced_weights", "class_balanced_loss", "ClassBalancedLoss"]
 
@@ -42,7 +43,7 @@ def class_balanced_weights(class_counts, beta: float = 0.9999) -> Tensor:
     return w / w.sum() * counts.numel()
 
 
-@float32_compute
+@float32_compute_unless_kernel("softmax_ce")
 def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: float = 0.9999,
                         loss_type: str = "softmax", gamma: float = 2.0, ignore_index: int = -100,
                         reduction: str = "mean", sample_weight: Optional[Tensor] = None) -> Tensor:
@@ -78,21 +79,25 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     check_logits(input, exact_2d=loss_type != "softmax")
     gamma = check_nonnegative(gamma, "gamma")
     C = input.shape[1]
-    cb = class_balanced_weights(check_class_counts(class_counts, C), beta).to(input.dtype).to(input.device)
+    op = {"softmax": "softmax_ce", "sigmoid": "bal_bce", "focal": "sigmoid_focal"}[loss_type]
+    if not (uses_kernel(input) if op == "softmax_ce" else _sig.uses_kernel(op, input)):
+        input = upcast(input)  # 16-bit logits stay 16-bit only for a kernel that reads them
+    cdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    cb = class_balanced_weights(check_class_counts(class_counts, C), beta).to(cdt).to(input.device)
     if loss_type == "softmax":
         check_index_target(input, target, ignore_index=ignore_index)
         target = target.long()
         valid = target != ignore_index
         y = torch.where(valid, target, torch.zeros_like(target))
-        loss = F.cross_entropy(input, target, ignore_index=ignore_index, reduction="none") * cb[y]
+        loss = softmax_cross_entropy(input, target, ignore_index=ignore_index) * cb[y]
         return masked_reduce(loss, reduction, sample_weight, valid)
     check_index_target(input, target)
-    onehot = F.one_hot(target.long(), C).to(input.dtype)
+    # class indices go to the kernels as they are: no (N, C) one-hot on the Triton path
     if loss_type == "sigmoid":
-        per_elem = F.binary_cross_entropy_with_logits(input, onehot, reduction="none")
+        per_row = _sig.run("bal_bce", input, target.long())
     else:
-        per_elem = _SigmoidFocal.apply(input, onehot, -1.0, gamma)
-    loss = per_elem.sum(dim=1) * cb[target.long()]
+        per_row = _sig.run("sigmoid_focal", input, target.long(), -1.0, gamma, row_sum=True)
+    loss = per_row * cb[target.long()]
     return masked_reduce(loss, reduction, sample_weight, None)
 
 

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
-from .._precision import float32_compute
+from .._precision import float32_compute, upcast
 from .._reduction import reduce_loss
 from .._validation import check_probability, check_same_shape
+from ..kernels._halfio import float32_compute_unless_kernel
+from ..kernels.softmax_ce import softmax_cross_entropy
 from ..registry import register_loss
 from ._common import check_index_target, check_logits, check_per_class, is_soft_target, masked_reduce
 
@@ -46,10 +48,18 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", sample_weight: Optio
 def _check_class_weight(class_weight, input: Tensor) -> Optional[Tensor]:
     if class_weight is None:
         return None
-    return check_per_class(class_weight, input.shape[1], "class_weight", like=input)
+    return check_per_class(class_weight, input.shape[1], "class_weight", like=compute_like(input))
 
 
-@float32_compute
+def compute_like(input: Tensor) -> Tensor:
+    """A tensor with the dtype per-class vectors should have: float32 for 16-bit logits (which
+    reach the loss body only on the Triton path, where they are read directly), else the input."""
+    if input.dtype in (torch.float16, torch.bfloat16):
+        return input.new_empty(0, dtype=torch.float32)
+    return input
+
+
+@float32_compute_unless_kernel("softmax_ce")
 def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[Union[Tensor, Sequence[float]]] = None,
                        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
                        sample_weight: Optional[Tensor] = None) -> Tensor:
@@ -84,6 +94,7 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
     label_smoothing = check_probability(label_smoothing, "label_smoothing")
     cw = _check_class_weight(class_weight, input)
     if is_soft_target(input, target):
+        input = upcast(input)
         loss = F.cross_entropy(input, target, weight=cw, label_smoothing=label_smoothing, reduction="none")
         # soft targets: F.cross_entropy's mean divides by N (class weights are inside the sum)
         return reduce_loss(loss, reduction, sample_weight)
@@ -91,10 +102,17 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
         raise ValueError(f"target must be int64 class indices of shape {(input.shape[0],) + tuple(input.shape[2:])} "
                          f"or probabilities of the input's shape {tuple(input.shape)}, "
                          f"got a float tensor of shape {tuple(target.shape)}")
+    return index_cross_entropy(input, target, cw, ignore_index, label_smoothing, reduction, sample_weight)
+
+
+def index_cross_entropy(input: Tensor, target: Tensor, cw: Optional[Tensor], ignore_index: int,
+                        label_smoothing: float, reduction: str, sample_weight: Optional[Tensor], *,
+                        offset: Optional[Tensor] = None, scale: Optional[Tensor] = None) -> Tensor:
+    """Cross-entropy of ``input * scale + offset`` (per-class vectors) against class indices,
+    through the ``softmax_ce`` kernel op; reduced like ``F.cross_entropy``."""
     check_index_target(input, target, ignore_index=ignore_index)
     target = target.long()
-    loss = F.cross_entropy(input, target, weight=cw, ignore_index=ignore_index,
-                           label_smoothing=label_smoothing, reduction="none")
+    loss = softmax_cross_entropy(input, target, offset, scale, cw, 0.0, label_smoothing, ignore_index)
     valid = target != ignore_index
     denom_w = None
     if cw is not None:

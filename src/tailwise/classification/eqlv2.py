@@ -11,6 +11,8 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_reduction
+from ..kernels import sigmoid_family as _sig
+from ..kernels._halfio import float32_compute_unless_kernel
 from ..registry import register_loss
 from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
@@ -49,56 +51,9 @@ def _full_weights(pos_w: Tensor, neg_w: Tensor, use_background_column: bool) -> 
     return torch.cat([pos_w, one]), torch.cat([neg_w, one])
 
 
-class _EQLv2Function(torch.autograd.Function):
-    """Weighted one-hot BCE with a hand-written backward.
-
-    Forward: one ``softplus`` pass over the (N, C) logits and one matrix-vector product for the
-    negative terms, O(N) work for the target column; when the statistics are wanted, one
-    ``sigmoid`` pass and one column sum give the per-class increments. Only the logits are saved
-    for backward (like ``F.binary_cross_entropy_with_logits``), so no extra (N, C) tensor lives
-    between forward and backward. Backward: ``sigmoid(z)`` then one in-place scale by
-    ``neg_w * grad_out``, plus an O(N) scatter for the target column.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, target, pos_w, neg_w, scale, want_stats, num_stat_columns):
-        t = target.unsqueeze(1)
-        z_t = logits.gather(1, t).squeeze(1)
-        sp = F.softplus(logits)
-        # zero the target entries so the negative part has no large term to cancel later
-        sp.scatter_(1, t, 0.0)
-        per = torch.mv(sp, neg_w) + pos_w[target] * F.softplus(-z_t)  # BCE(z, 1) = softplus(-z)
-        del sp
-        out = per if scale is None else per.sum() * scale
-        ctx.save_for_backward(logits, target, pos_w, neg_w)
-        ctx.scale = scale
-        if not want_stats:
-            return out, None, None
-        c = logits.shape[1]
-        s_t = torch.sigmoid(z_t)
-        col = torch.sigmoid(logits).sum(0)
-        # |d BCE / dz| is 1 - s at the target, s elsewhere; weighted by the weights used
-        pos_raw = torch.zeros(c, dtype=logits.dtype, device=logits.device).index_add_(0, target, 1.0 - s_t)
-        tgt_s = torch.zeros(c, dtype=logits.dtype, device=logits.device).index_add_(0, target, s_t)
-        pos_inc = (pos_raw * pos_w)[:num_stat_columns]
-        neg_inc = ((col - tgt_s).clamp_min(0.0) * neg_w)[:num_stat_columns]
-        ctx.mark_non_differentiable(pos_inc, neg_inc)
-        return out, pos_inc, neg_inc
-
-    @staticmethod
-    def backward(ctx, grad_out, _g1=None, _g2=None):
-        logits, target, pos_w, neg_w = ctx.saved_tensors
-        grad = torch.sigmoid(logits)
-        if ctx.scale is None:
-            grad.mul_(neg_w).mul_(grad_out.unsqueeze(1))
-            g_t = grad_out
-        else:
-            g_t = grad_out * ctx.scale
-            grad.mul_(neg_w * g_t)
-        t = target.unsqueeze(1)
-        s_t = torch.sigmoid(logits.gather(1, t).squeeze(1))
-        grad.scatter_(1, t, ((s_t - 1.0) * pos_w[target] * g_t).unsqueeze(1))
-        return grad, None, None, None, None, None, None
+def _cdt(input: Tensor) -> torch.dtype:
+    # 16-bit logits reach the loss body only on the Triton path; the weights stay float32
+    return torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
 
 
 def _check_hparams(gamma, mu, alpha):
@@ -119,19 +74,19 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
                          f"use_background_column=True, got shape {tuple(input.shape)}")
     check_stats(pos_grad, neg_grad, c_stats)
     pos_w, neg_w = eqlv2_weights(pos_grad, neg_grad, gamma, mu, alpha, num_classes=c_stats,
-                                 dtype=input.dtype, device=input.device)
+                                 dtype=_cdt(input), device=input.device)
     pos_w, neg_w = _full_weights(pos_w, neg_w, use_background_column)
     target = target.long()
     if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        loss, pos_inc, neg_inc = _EQLv2Function.apply(input, target, pos_w, neg_w, scale, want_stats, c_stats)
+        loss, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
     else:
-        per, pos_inc, neg_inc = _EQLv2Function.apply(input, target, pos_w, neg_w, None, want_stats, c_stats)
+        per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
         loss = reduce_loss(per, reduction, sample_weight)
     return loss, pos_inc, neg_inc
 
 
-@float32_compute
+@float32_compute_unless_kernel("eqlv2")
 def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                neg_grad: Optional[Tensor] = None, gamma: float = 12.0, mu: float = 0.8,
                alpha: float = 4.0, *, use_background_column: bool = False, ignore_index: Optional[int] = -100,
@@ -162,7 +117,7 @@ def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
     detector's background/objectness logit (label ``C - 1`` = background): its weights are
     always 1 and it has no statistics (``pos_grad``/``neg_grad`` have ``C - 1`` entries), as in
     the official code. The gradient w.r.t. the logits is hand-written (see
-    ``_EQLv2Function``); weights are constants (no gradient through the statistics).
+    ``tailwise.kernels.sigmoid_family.EQLv2Function``); weights are constants (no gradient through the statistics).
 
     Args:
         input: logits ``(N, C)``.
@@ -262,16 +217,16 @@ class EQLv2Loss(GradStatsLoss):
                 f"use_background_column={self.use_background_column}, reduction={self.reduction!r}")
 
 
-@float32_compute
+@float32_compute_unless_kernel("eqlv2")
 def _fused_with_weights(input, target, pos_w, neg_w, use_bg, sample_weight, reduction, want_stats):
-    pos_w, neg_w = _full_weights(pos_w.to(input.dtype), neg_w.to(input.dtype), use_bg)
+    pos_w, neg_w = _full_weights(pos_w.to(_cdt(input)), neg_w.to(_cdt(input)), use_bg)
     c_stats = input.shape[1] - (1 if use_bg else 0)
     target = target.long()
     n = input.shape[0]
     if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        return _EQLv2Function.apply(input, target, pos_w, neg_w, scale, want_stats, c_stats)
-    per, pos_inc, neg_inc = _EQLv2Function.apply(input, target, pos_w, neg_w, None, want_stats, c_stats)
+        return _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
+    per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
     return reduce_loss(per, reduction, sample_weight), pos_inc, neg_inc
 
 

@@ -11,6 +11,9 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_positive, check_reduction
+from ..kernels import sigmoid_family as _sig
+from ..kernels._halfio import float32_compute_unless_kernel
+from ..kernels.sigmoid_family import efl_terms as _terms
 from ..registry import register_loss
 from ._grad_stats import GradStatsLoss, check_logits_target, check_stats, drop_ignored, restore_rows
 
@@ -28,18 +31,6 @@ def _gammas(pos_grad, neg_grad, gamma_b, scale_factor, c, like):
     return gamma, gamma / gamma_b
 
 
-def _terms(input, y, gamma, wf, alpha):
-    """Per-element loss and |d loss / d z| (the latter without autograd)."""
-    # z_t = z for positives, -z for negatives: p_t = sigmoid(z_t), 1 - p_t = sigmoid(-z_t)
-    z_t = torch.where(y > 0, input, -input)
-    log_pt = F.logsigmoid(z_t)
-    log_1m = F.logsigmoid(-z_t)
-    mod = torch.exp(gamma * log_1m)  # (1 - p_t)^gamma, finite for any logit
-    coef = wf if alpha < 0 else wf * (alpha * y + (1.0 - alpha) * (1.0 - y))
-    loss = -coef * mod * log_pt
-    return loss, coef, mod, log_pt, log_1m
-
-
 def _check_hparams(gamma_b, scale_factor, alpha):
     check_positive(gamma_b, "gamma_b")
     check_nonnegative(scale_factor, "scale_factor")
@@ -47,7 +38,7 @@ def _check_hparams(gamma_b, scale_factor, alpha):
         raise ValueError(f"alpha must be a number <= 1 (negative disables it), got {alpha!r}")
 
 
-@float32_compute
+@float32_compute_unless_kernel("equalized_focal")
 def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                          neg_grad: Optional[Tensor] = None, gamma_b: float = 2.0,
                          scale_factor: float = 8.0, alpha: float = 0.25, *, ignore_index: Optional[int] = -100,
@@ -86,14 +77,20 @@ def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tenso
     check_reduction(reduction)
     _check_hparams(gamma_b, scale_factor, alpha)
     input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
-    y, c = _targets(input, target)
+    y, c = _targets(input, target, dense=False)
     check_stats(pos_grad, neg_grad, c)
-    gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, input)
-    loss = _terms(input, y, gamma, wf, float(alpha))[0].sum(1)
+    gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, _like(input))
+    loss = _sig.run("equalized_focal", input, y, gamma, wf, float(alpha))
     return restore_rows(reduce_loss(loss, reduction, sample_weight), keep, reduction)
 
 
-def _targets(input, target):
+def _like(input):
+    # 16-bit logits reach the loss body only on the Triton path; per-class vectors stay float32
+    return input.new_empty(0, dtype=torch.float32) if input.dtype in (torch.float16, torch.bfloat16) else input
+
+
+def _targets(input, target, dense: bool = True):
+    """Validate; return the 0/1 matrix (``dense``) or what the op reads (indices or the matrix)."""
     if isinstance(target, Tensor) and target.is_floating_point():
         from .._validation import check_floating
         check_floating(input, "input")
@@ -104,8 +101,10 @@ def _targets(input, target):
                              f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
         if bool(((target != 0) & (target != 1)).any()):
             raise ValueError("target given as a matrix must hold only 0 and 1")
-        return target.to(input.dtype), input.shape[1]
+        return target.to(_like(input).dtype), input.shape[1]
     n, c = check_logits_target(input, target)
+    if not dense:
+        return target.long(), c
     return F.one_hot(target.long(), c).to(input.dtype), c
 
 
@@ -170,18 +169,21 @@ class EqualizedFocalLoss(GradStatsLoss):
                 f"alpha={self.alpha}, reduction={self.reduction!r}")
 
 
-@float32_compute
+@float32_compute_unless_kernel("equalized_focal")
 def _forward(mod, input, target, pos_grad, neg_grad, sample_weight):
-    y, c = _targets(input, target)
+    tgt, c = _targets(input, target, dense=False)
     # the official pos_neg starts at ones: before the first update every class has g = 1
     fresh = mod.num_updates == 0
     g_ratio = (pos_grad / (neg_grad + _RATIO_EPS)).clamp(0.0, 1.0)
-    g = torch.where(fresh, torch.ones_like(g_ratio), g_ratio).to(input.dtype)
+    g = torch.where(fresh, torch.ones_like(g_ratio), g_ratio).to(_like(input).dtype)
     gamma = mod.gamma_b + mod.scale_factor * (1.0 - g)
     wf = gamma / mod.gamma_b
-    loss = reduce_loss(_terms(input, y, gamma, wf, mod.alpha)[0].sum(1), mod.reduction, sample_weight)
+    loss = reduce_loss(_sig.run("equalized_focal", input, tgt, gamma, wf, mod.alpha), mod.reduction, sample_weight)
     if mod.training:
         with torch.no_grad():
-            pos_inc, neg_inc = _increments(input.detach(), y, gamma, wf, mod.alpha)
+            # the statistics use the torch ops of the torch path (bit-identical on either backend)
+            x = input.detach().float() if input.dtype in (torch.float16, torch.bfloat16) else input.detach()
+            y = tgt.to(x.dtype) if tgt.is_floating_point() else F.one_hot(tgt, c).to(x.dtype)
+            pos_inc, neg_inc = _increments(x, y, gamma, wf, mod.alpha)
         mod._accumulate(pos_inc, neg_inc)
     return loss

@@ -36,3 +36,8 @@ __all__ += ["ldam_loss", "ldam_margins", "drw_weights", "seesaw_loss", "seesaw_d
 from .difficulty_net import difficulty_net_driver_loss, difficulty_net_loss, difficulty_net_weights  # noqa: E402
 
 __all__ += ["difficulty_net_loss", "difficulty_net_weights", "difficulty_net_driver_loss"]
+
+# --- fused linear + cross-entropy ---
+from .linear_cross_entropy import linear_cross_entropy_loss  # noqa: E402
+
+__all__ += ["linear_cross_entropy_loss"]

@@ -8,11 +8,13 @@ import torch
 from torch import Tensor
 
 from .._base import Loss
-from .._precision import float32_compute
+from .._precision import upcast
 from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
+from ..kernels._halfio import float32_compute_unless_kernel
+from ..kernels.softmax_ce import uses_kernel
 from ..registry import register_loss
-from ._common import check_logits, class_view
-from .cross_entropy import cross_entropy_loss
+from ._common import check_logits, class_view, is_soft_target
+from .cross_entropy import cross_entropy_loss, index_cross_entropy
 
 __all__ = ["IIF_VARIANTS", "iif_weights", "iif_loss", "IIFLoss"]
 
@@ -70,7 +72,7 @@ def iif_weights(class_counts, variant: str = "raw", norm: float = 0.0) -> Tensor
     return w
 
 
-@float32_compute
+@float32_compute_unless_kernel("softmax_ce")
 def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw", norm: float = 0.0,
              ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
              sample_weight: Optional[Tensor] = None) -> Tensor:
@@ -90,8 +92,13 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight)
 
 
-@float32_compute
+@float32_compute_unless_kernel("softmax_ce")
 def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight):
+    if not is_soft_target(input, target) and uses_kernel(input):
+        # the kernel scales the logits on the fly: no scaled (N, C) copy
+        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
+                                   scale=w.to(device=input.device, dtype=torch.float32))
+    input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
     scaled = input * class_view(w.to(dtype=input.dtype, device=input.device), input)
     return cross_entropy_loss(scaled, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, sample_weight=sample_weight)

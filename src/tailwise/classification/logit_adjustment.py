@@ -8,17 +8,19 @@ import torch
 from torch import Tensor
 
 from .._base import Loss
-from .._precision import float32_compute
+from .._precision import upcast
 from .._validation import _check_number, check_class_counts, check_probability
+from ..kernels._halfio import float32_compute_unless_kernel
+from ..kernels.softmax_ce import uses_kernel
 from ..registry import register_loss
-from ._common import check_logits, class_view, log_prior
-from .cross_entropy import cross_entropy_loss
+from ._common import check_logits, class_view, is_soft_target, log_prior
+from .cross_entropy import compute_like, cross_entropy_loss, index_cross_entropy
 
 __all__ = ["balanced_softmax_loss", "logit_adjusted_loss", "adjust_logits", "BalancedSoftmaxLoss",
            "LogitAdjustedLoss"]
 
 
-@float32_compute
+@float32_compute_unless_kernel("softmax_ce")
 def logit_adjusted_loss(input: Tensor, target: Tensor, class_counts, *, tau: float = 1.0,
                         ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
                         sample_weight: Optional[Tensor] = None) -> Tensor:
@@ -37,12 +39,18 @@ def logit_adjusted_loss(input: Tensor, target: Tensor, class_counts, *, tau: flo
     """
     check_logits(input)
     tau = _check_number(tau, "tau")
+    if not is_soft_target(input, target) and uses_kernel(input):
+        # the kernel adds the per-class offset on the fly: no shifted (N, C) copy
+        offset = log_prior(class_counts, input.shape[1], like=compute_like(input)) * tau
+        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
+                                   offset=offset)
+    input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
     shift = class_view(log_prior(class_counts, input.shape[1], like=input) * tau, input)
     return cross_entropy_loss(input + shift, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, sample_weight=sample_weight)
 
 
-@float32_compute
+@float32_compute_unless_kernel("softmax_ce")
 def balanced_softmax_loss(input: Tensor, target: Tensor, class_counts, *, ignore_index: int = -100,
                           label_smoothing: float = 0.0, reduction: str = "mean",
                           sample_weight: Optional[Tensor] = None) -> Tensor:

@@ -11,6 +11,7 @@ from torch import Tensor
 from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_nonnegative, check_positive, check_reduction
+from ..kernels.softmax_ce import softmax_cross_entropy, uses_kernel
 from ..registry import register_loss
 from ._grad_stats import GradStatsLoss, check_logits_target, drop_ignored, restore_rows
 
@@ -27,6 +28,12 @@ def _check_indicator(indicator, c):
     if indicator.dim() != 1 or indicator.shape[0] != c:
         raise ValueError(f"indicator must be a 1-D tensor of per-class statistics ({c},), got shape "
                          f"{tuple(indicator.shape)}")
+
+
+def _offset(indicator: Optional[Tensor], tau: float, eps: float, like: Tensor) -> Optional[Tensor]:
+    if indicator is None or tau == 0:
+        return None
+    return tau * indicator.to(like.dtype).clamp_min(eps).log()
 
 
 def _adjusted(input: Tensor, indicator: Optional[Tensor], tau: float, eps: float) -> Tensor:
@@ -75,8 +82,12 @@ def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] 
     input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
     n, c = check_logits_target(input, target)
     _check_indicator(indicator, c)
-    logits = _adjusted(input, indicator, float(tau), float(eps))
-    loss = F.cross_entropy(logits, target.long(), reduction="none")
+    if uses_kernel(input):
+        # the kernel adds tau * log max(G, eps) on the fly: no adjusted (N, C) copy
+        loss = softmax_cross_entropy(input, target.long(), _offset(indicator, float(tau), float(eps), input))
+    else:
+        logits = _adjusted(input, indicator, float(tau), float(eps))
+        loss = F.cross_entropy(logits, target.long(), reduction="none")
     return restore_rows(reduce_loss(loss, reduction, sample_weight), keep, reduction)
 
 
@@ -147,8 +158,13 @@ class SoftmaxEQLLoss(GradStatsLoss):
 @float32_compute
 def _forward(mod: SoftmaxEQLLoss, input, target, stat, sample_weight):
     target = target.long()
-    logits = _adjusted(input, stat, mod.tau, mod.eps)
-    loss = reduce_loss(F.cross_entropy(logits, target, reduction="none"), mod.reduction, sample_weight)
+    if uses_kernel(input):
+        loss = reduce_loss(softmax_cross_entropy(input, target, _offset(stat, mod.tau, mod.eps, input)),
+                           mod.reduction, sample_weight)
+        logits = _adjusted(input, stat, mod.tau, mod.eps) if mod.training else None
+    else:
+        logits = _adjusted(input, stat, mod.tau, mod.eps)
+        loss = reduce_loss(F.cross_entropy(logits, target, reduction="none"), mod.reduction, sample_weight)
     if mod.training:
         with torch.no_grad():
             pos_inc, neg_inc = _increments(logits.detach(), target)

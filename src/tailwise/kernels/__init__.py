@@ -11,3 +11,9 @@ from ._dispatch import (BACKENDS, KernelBackendError, backend, dispatch, get_bac
 
 __all__ = ["BACKENDS", "KernelBackendError", "backend", "dispatch", "get_backend", "list_ops",
            "register_op", "select", "set_backend", "triton_available", "triton_interpreter"]
+
+# op modules register themselves on import (their Triton kernels stay unimported)
+from . import linear_ce, sigmoid_family, softmax_ce  # noqa: E402,F401
+from .softmax_ce import inplace_gradients, softmax_cross_entropy  # noqa: E402,F401
+
+__all__ += ["inplace_gradients", "softmax_cross_entropy"]

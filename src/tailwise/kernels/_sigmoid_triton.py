@@ -1,0 +1,244 @@
+"""The one elementwise Triton kernel of the sigmoid family (see :mod:`tailwise.kernels.sigmoid_family`).
+
+Imported only when a Triton kernel is about to run. Per element of ``(R, C)`` logits:
+
+    z = x + b_c                      t = target (dense, or on/off from a class index: no one-hot)
+    ce = t softplus(-z) + (1 - t) softplus(z)        (stable: no softplus(z) - t z cancellation)
+    m = t sigmoid(-z) + (1 - t) sigmoid(z)           (= 1 - p_t)
+    W = alpha_t (t P_c + (1 - t) Q_c)                (alpha_t = alpha t + (1-alpha)(1-t), or 1)
+    loss = W m^gamma_c ce
+    dloss/dz = W [m^gamma (p - t) + gamma m^(gamma-1) p (1-p) (1-2t) ce]
+
+The forward writes the loss per element or summed per row (one read of the logits, plus the
+dense target if any); the backward recomputes the element and writes ``grad_output * dloss/dz``
+(one more read, one write): three passes of ``(R, C)`` for forward+backward, and nothing of
+size ``(R, C)`` kept between them except the logits themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ._triton_math import log1p
+
+__all__ = ["sigmoid_family_triton"]
+
+
+@triton.jit
+def _elem(X, T, Y, B, P, Q, GV, rows, c, mask, cmask, C, on, off, alpha, gamma,
+          DENSE: tl.constexpr, HAS_B: tl.constexpr, HAS_PQ: tl.constexpr, ALPHA: tl.constexpr,
+          FOCAL: tl.constexpr, HAS_GV: tl.constexpr, WANT_GRAD: tl.constexpr):
+    offs = rows.to(tl.int64)[:, None] * C + c[None, :]
+    z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_B:
+        z = z + tl.load(B + c, mask=cmask, other=0.0)[None, :]
+    if DENSE:
+        t = tl.load(T + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        y = tl.load(Y + rows, mask=rows >= 0, other=-1)   # rows already masked by the caller's bound
+        t = tl.where(c[None, :] == y[:, None], on, off)
+    a = tl.abs(z)
+    e = tl.exp(-a)                      # in (0, 1]
+    lg = log1p(e)
+    sp_pos = tl.maximum(z, 0.0) + lg    # softplus(z)  = -log(1 - p)
+    sp_neg = tl.maximum(-z, 0.0) + lg   # softplus(-z) = -log p
+    ce = t * sp_neg + (1.0 - t) * sp_pos
+    inv = 1.0 / (1.0 + e)
+    p = tl.where(z >= 0, inv, e * inv)          # sigmoid(z)
+    q = tl.where(z >= 0, e * inv, inv)          # sigmoid(-z) = 1 - p, without cancellation
+    w = tl.full(z.shape, 1.0, tl.float32)
+    if ALPHA:
+        w = alpha * t + (1.0 - alpha) * (1.0 - t)
+    if HAS_PQ:
+        pw = tl.load(P + c, mask=cmask, other=0.0)[None, :]
+        nw = tl.load(Q + c, mask=cmask, other=0.0)[None, :]
+        w = w * (t * pw + (1.0 - t) * nw)
+    if FOCAL:
+        if HAS_GV:
+            g = tl.load(GV + c, mask=cmask, other=0.0)[None, :]
+        else:
+            g = gamma
+        m = t * q + (1.0 - t) * p               # 1 - p_t
+        mpos = m > 0.0
+        logm = tl.log(tl.where(mpos, m, 1.0))
+        mg = tl.where(mpos, tl.exp(g * logm), 0.0)
+        loss = w * mg * ce
+        if WANT_GRAD:
+            dm = p * q * (1.0 - 2.0 * t)
+            low = tl.where(mpos, mg / tl.where(mpos, m, 1.0), 0.0)   # m^(g-1); 0 where p (1-p) = 0
+            grad = w * (mg * (p - t) + g * low * dm * ce)
+        else:
+            grad = loss
+    else:
+        loss = w * ce
+        if WANT_GRAD:
+            grad = w * (p - t)
+        else:
+            grad = loss
+    loss = tl.where(mask, loss, 0.0)
+    return loss, grad, offs
+
+
+@triton.jit
+def _fwd(X, T, Y, B, P, Q, GV, OUT, R, C, on, off, alpha, gamma,
+         DENSE: tl.constexpr, HAS_B: tl.constexpr, HAS_PQ: tl.constexpr, ALPHA: tl.constexpr,
+         FOCAL: tl.constexpr, HAS_GV: tl.constexpr, ROW_SUM: tl.constexpr,
+         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    rows_c = tl.where(rmask, rows, 0)
+    acc = tl.zeros([BLOCK_R], tl.float32)
+    for i in range(NUM_CB):
+        c = i * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        mask = rmask[:, None] & cmask[None, :]
+        loss, _, offs = _elem(X, T, Y, B, P, Q, GV, rows_c, c, mask, cmask, C, on, off, alpha, gamma,
+                              DENSE, HAS_B, HAS_PQ, ALPHA, FOCAL, HAS_GV, False)
+        if ROW_SUM:
+            acc += tl.sum(loss, axis=1)
+        else:
+            tl.store(OUT + offs, loss, mask=mask)
+    if ROW_SUM:
+        tl.store(OUT + rows, acc, mask=rmask)
+
+
+@triton.jit
+def _bwd(X, T, Y, B, P, Q, GV, GO, G, R, C, go_sr, go_sc, on, off, alpha, gamma,
+         DENSE: tl.constexpr, HAS_B: tl.constexpr, HAS_PQ: tl.constexpr, ALPHA: tl.constexpr,
+         FOCAL: tl.constexpr, HAS_GV: tl.constexpr,
+         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    rows_c = tl.where(rmask, rows, 0)
+    for i in range(NUM_CB):
+        c = i * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        mask = rmask[:, None] & cmask[None, :]
+        _, grad, offs = _elem(X, T, Y, B, P, Q, GV, rows_c, c, mask, cmask, C, on, off, alpha, gamma,
+                              DENSE, HAS_B, HAS_PQ, ALPHA, FOCAL, HAS_GV, True)
+        # grad_output: per row (go_sc = 0), per element, or one scalar (both strides 0)
+        go = tl.load(GO + rows_c.to(tl.int64)[:, None] * go_sr + c[None, :] * go_sc, mask=mask, other=0.0)
+        tl.store(G + offs, (grad * go.to(tl.float32)).to(G.dtype.element_ty), mask=mask)
+
+
+def _blocks(C: int) -> Tuple[int, int, int, int]:
+    bc = min(triton.next_power_of_2(max(C, 1)), 256)
+    br = triton.next_power_of_2(max(1, 4096 // bc))
+    warps = 8 if br * bc >= 4096 else 4
+    return br, bc, warps, triton.cdiv(C, bc)
+
+
+def _flags(x, target, bias, pos_w, neg_w, alpha, gamma, gamma_vec):
+    dense = target.is_floating_point()
+    return dict(DENSE=dense, HAS_B=bias is not None, HAS_PQ=pos_w is not None, ALPHA=alpha >= 0,
+                FOCAL=(gamma > 0) or (gamma_vec is not None), HAS_GV=gamma_vec is not None)
+
+
+def _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum):
+    R, C = x.shape
+    out = torch.empty((R,) if row_sum else (R, C), dtype=torch.float32, device=x.device)
+    if R == 0 or C == 0:
+        return out.zero_()
+    br, bc, warps, ncb = _blocks(C)
+    dense = target.is_floating_point()
+    d = out
+    _fwd[(triton.cdiv(R, br),)](
+        x, target if dense else d, d if dense else target, bias if bias is not None else d,
+        pos_w if pos_w is not None else d, neg_w if neg_w is not None else d,
+        gamma_vec if gamma_vec is not None else d, out, R, C, float(on), float(off), float(alpha), float(gamma),
+        ROW_SUM=row_sum, BLOCK_R=br, BLOCK_C=bc, NUM_CB=ncb, num_warps=warps,
+        **_flags(x, target, bias, pos_w, neg_w, alpha, gamma, gamma_vec))
+    return out
+
+
+def _launch_bwd(go, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma):
+    R, C = x.shape
+    grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if R == 0 or C == 0:
+        return grad
+    if go.dim() == 0:
+        go_sr, go_sc = 0, 0
+    elif go.dim() == 1:
+        go_sr, go_sc = go.stride(0), 0
+    else:
+        go_sr, go_sc = go.stride(0), go.stride(1)
+    br, bc, warps, ncb = _blocks(C)
+    dense = target.is_floating_point()
+    d = grad
+    _bwd[(triton.cdiv(R, br),)](
+        x, target if dense else d, d if dense else target, bias if bias is not None else d,
+        pos_w if pos_w is not None else d, neg_w if neg_w is not None else d,
+        gamma_vec if gamma_vec is not None else d, go, grad, R, C, go_sr, go_sc,
+        float(on), float(off), float(alpha), float(gamma),
+        BLOCK_R=br, BLOCK_C=bc, NUM_CB=ncb, num_warps=warps,
+        **_flags(x, target, bias, pos_w, neg_w, alpha, gamma, gamma_vec))
+    return grad
+
+
+@torch.library.custom_op("tailwise::sigmoid_family_fwd", mutates_args=())
+def _op_fwd(x: Tensor, target: Tensor, bias: Optional[Tensor], pos_w: Optional[Tensor], neg_w: Optional[Tensor],
+            gamma_vec: Optional[Tensor], on: float, off: float, alpha: float, gamma: float, row_sum: bool) -> Tensor:
+    return _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum)
+
+
+@_op_fwd.register_fake
+def _(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum):
+    return x.new_empty((x.shape[0],) if row_sum else tuple(x.shape), dtype=torch.float32)
+
+
+@torch.library.custom_op("tailwise::sigmoid_family_bwd", mutates_args=())
+def _op_bwd(go: Tensor, x: Tensor, target: Tensor, bias: Optional[Tensor], pos_w: Optional[Tensor],
+            neg_w: Optional[Tensor], gamma_vec: Optional[Tensor], on: float, off: float, alpha: float,
+            gamma: float) -> Tensor:
+    return _launch_bwd(go, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma)
+
+
+@_op_bwd.register_fake
+def _(go, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup(ctx, inputs, output):
+    x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum = inputs
+    ctx.save_for_backward(x, target, bias, pos_w, neg_w, gamma_vec)
+    ctx.args = (on, off, alpha, gamma)
+
+
+def _backward(ctx, go):
+    x, target, bias, pos_w, neg_w, gamma_vec = ctx.saved_tensors
+    grad = _op_bwd(go, x, target, bias, pos_w, neg_w, gamma_vec, *ctx.args)
+    return grad, None, None, None, None, None, None, None, None, None, None
+
+
+_op_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def sigmoid_family_triton(x: Tensor, target: Tensor, *, bias: Optional[Tensor] = None,
+                          pos_w: Optional[Tensor] = None, neg_w: Optional[Tensor] = None,
+                          gamma_vec: Optional[Tensor] = None, on: float = 1.0, off: float = 0.0,
+                          alpha: float = -1.0, gamma: float = 0.0, row_sum: bool = True) -> Tensor:
+    """Loss ``(R,)`` (``row_sum``) or ``(R, C)`` in float32 for ``(R, C)`` logits (any float dtype).
+
+    ``target``: int class indices ``(R,)`` (``on`` at the class, ``off`` elsewhere) or a float
+    tensor ``(R, C)``. Per-class vectors are float32 ``(C,)``; ``pos_w`` and ``neg_w`` go together.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"sigmoid_family_triton expects (R, C) logits, got shape {tuple(x.shape)}")
+    x = x.contiguous()
+    target = target.contiguous()
+    def f32(v):
+        return None if v is None else v.detach().to(device=x.device, dtype=torch.float32).contiguous()
+
+    if pos_w is not None and neg_w is None:
+        neg_w = torch.ones_like(pos_w)
+    if neg_w is not None and pos_w is None:
+        pos_w = torch.ones_like(neg_w)
+    return _op_fwd(x, target, f32(bias), f32(pos_w), f32(neg_w), f32(gamma_vec), float(on), float(off),
+                   float(alpha), float(gamma), bool(row_sum))
