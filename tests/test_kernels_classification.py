@@ -67,7 +67,7 @@ cases = {
  "sigmoid_focal": (lambda z: TF.sigmoid_focal_loss(z, t), z0),
  "sigmoid_focal_none": (lambda z: TF.sigmoid_focal_loss(z, t, reduction="none", gamma=1.5), z0),
  "sigmoid_focal_sum": (lambda z: TF.sigmoid_focal_loss(z, torch.rand(N, C), reduction="sum", alpha=-1), z0),
- "sigmoid_focal_w": (lambda z: TF.sigmoid_focal_loss(z, t, weight=torch.rand(N, 1)), z0),
+ "sigmoid_focal_w": (lambda z: TF.sigmoid_focal_loss(z, t, sample_weight=torch.rand(N, 1)), z0),
  "sigmoid_focal_module_idx": (lambda z: tailwise.SigmoidFocalLoss(gamma=1.5)(z, y), z0),
  "sigmoid_focal_int_target": (lambda z: TF.sigmoid_focal_loss(z, t.long(), reduction="sum"), z0),
  "bal_bce": (lambda z: TF.bal_bce_loss(z, y, cnt, label_smoothing=0.1, reduction="none"), z0),

@@ -14,8 +14,12 @@ from tailwise.registry import get_loss_class, list_losses
 BOTH = r"(?s)class_weight=.*sample_weight="
 
 
+# losses whose `weight` is a classifier matrix (F.linear's name), not a loss weight
+LAYER_WEIGHT = {"linear_cross_entropy_loss", "linear_cross_entropy"}
+
+
 def _functional_losses():
-    return sorted(n for n in dir(TF) if n.endswith("_loss") and callable(getattr(TF, n)))
+    return sorted(n for n in dir(TF) if n.endswith("_loss") and callable(getattr(TF, n)) and n not in LAYER_WEIGHT)
 
 
 def _weighted_functional_losses():
@@ -52,7 +56,7 @@ def test_no_functional_loss_has_a_weight_parameter():
         assert "weight" not in params, name
 
 
-@pytest.mark.parametrize("name", list_losses())
+@pytest.mark.parametrize("name", [n for n in list_losses() if n not in LAYER_WEIGHT])
 def test_every_loss_module_rejects_bare_weight(name):
     cls = get_loss_class(name)
     if issubclass(cls, tailwise._base.Loss):  # WarmupBlend wraps two losses: no weights of its own
@@ -82,3 +86,12 @@ def test_sample_weight_mean_divides_by_count():
     assert loss.item() == pytest.approx(1.0)  # (2 * 1 + 0 * 4) / 2
     with pytest.raises(ValueError, match="sample_weight must be broadcastable"):
         TF.mse_loss(torch.ones(2), torch.zeros(2), sample_weight=torch.ones(3))
+
+
+def test_layer_weight_named_weight_is_left_alone():
+    """LinearCrossEntropyLoss takes the classifier's ``weight`` matrix (F.linear's name)."""
+    torch.manual_seed(0)
+    x, w, y = torch.randn(6, 4), torch.randn(3, 4), torch.randint(0, 3, (6,))
+    ref = F.cross_entropy(x @ w.T, y)
+    torch.testing.assert_close(TF.linear_cross_entropy_loss(x, w, y), ref)
+    torch.testing.assert_close(tailwise.build_loss("linear_cross_entropy")(x, weight=w, target=y), ref)
