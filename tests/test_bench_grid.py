@@ -197,4 +197,4 @@ def test_time_estimate_is_printed_before_a_long_run(tmp_path, capsys, monkeypatc
                  "--out", str(tmp_path / "o2")]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "estimated" in line]
     assert len(err) == 1 and err[0].startswith("tailwise: estimated time for 2 classification run(s): about 3.3 min "
-                                  "(1.7 min each, timed from the first epoch on cpu)")
+                                  "(1.7 min each, timed from the first two epochs on cpu)")

@@ -421,8 +421,11 @@ def test_triton_kernels_compile_for_hopper():
                   gamma="fp32", go_sr="i64", go_sc="i64")
         flags = dict(DENSE=False, HAS_B=True, HAS_PQ=True, ALPHA=True, FOCAL=True, HAS_GV=True, BLOCK_R=32,
                      BLOCK_C=128, NUM_CB=1)
-        build(G._fwd, st, dict(flags, ROW_SUM=True))
-        build(G._bwd, st, dict(flags, DENSE=True))
+        build(G._fwd, st, dict(flags, ROW_SUM=True, G2=False))
+        build(G._bwd, st, dict(flags, DENSE=True, GO_MODE=2, G2=False))
+        for wide, go_mode in ((False, 1), (True, 0)):
+            build(G._bwd_flat, dict(st, N="i64" if wide else "i32"),
+                  dict(flags, HAS_GV=False, G2=True, GO_MODE=go_mode, WIDE=wide, BLOCK=512))
 
 
 @needs_triton
@@ -453,3 +456,37 @@ def test_triton_paths_trace_with_torch_compile_fullgraph():
     assert len(cases) == 6
     for _, dv, dg in cases:
         assert float(dv) < 1e-5 and float(dg) < 1e-5
+
+
+@needs_triton
+def test_sigmoid_kernel_launch_configurations_agree():
+    """Every launch layout of the sigmoid kernels (the tuning knob's 2-D backward, other tiles,
+    grad_output as scalar / per row / per element) gives the torch path's value and gradient."""
+    out = _run_interpreted("""
+        import torch, tailwise.functional as TF
+        from tailwise.kernels import backend
+        from tailwise.kernels import _sigmoid_triton as S
+        from tailwise.classification.equalized_focal import equalized_focal_loss
+        torch.manual_seed(0)
+        N, C = 11, 9
+        z0 = torch.randn(N, C) * 3; y = torch.randint(0, C, (N,)); t = (torch.rand(N, C) > 0.6).float()
+        w1, w2, p, q = torch.rand(N, 1), torch.rand(N, C), torch.rand(C), torch.rand(C)
+        cases = [lambda z: TF.sigmoid_focal_loss(z, t), lambda z: TF.sigmoid_focal_loss(z, t, sample_weight=w2),
+                 lambda z: TF.sigmoid_focal_loss(z, t, gamma=1.5, sample_weight=w1, reduction="none"),
+                 lambda z: TF.bal_bce_loss(z, y, list(range(1, C + 1))),
+                 lambda z: equalized_focal_loss(z, y, p, q, reduction="none")]
+        for fwd, bwd in [((4, 4, 1), ("2d", 4, 4, 1)), ((2, 16, 1), ("flat", 16, 1)), (None, ("flat", 32, 1))]:
+            S.TUNE["fwd"], S.TUNE["bwd"] = fwd, bwd
+            for f in cases:
+                r = {}
+                for be in ("torch", "triton"):
+                    z = z0.clone().requires_grad_()
+                    with backend(be):
+                        v = f(z)
+                    v.sum().backward()
+                    r[be] = (v.detach(), z.grad)
+                assert torch.allclose(r["torch"][0], r["triton"][0], rtol=1e-5, atol=1e-6), (fwd, bwd)
+                assert torch.allclose(r["torch"][1], r["triton"][1], rtol=1e-4, atol=1e-6), (fwd, bwd)
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")

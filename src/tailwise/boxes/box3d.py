@@ -37,14 +37,17 @@ def _check_order(boxes: Tensor, name: str, validate: bool) -> None:
     if not validate or boxes.numel() == 0:
         return
     from .._validation import assert_values, host_value_checks
-    ok = boxes[..., 3:] >= boxes[..., :3]
+    lo, hi = boxes[..., :3], boxes[..., 3:]
+    # a +inf corner passes the order test and gives IoU 0, a finite loss that would hide it
+    ok = (hi >= lo) & torch.isfinite(lo) & torch.isfinite(hi)
     if host_value_checks(boxes):
         if not bool(ok.all()):
             i = int((~ok).reshape(-1, 3).any(-1).nonzero()[0, 0])
-            raise ValueError(f"{name} has an inverted box (x2 < x1, y2 < y1 or z2 < z1) at box index {i}: "
-                             f"{boxes.reshape(-1, 6)[i].tolist()}; pass validate=False to skip this check")
+            raise ValueError(f"{name} has an inverted box (x2 < x1, y2 < y1 or z2 < z1) or a non-finite "
+                             f"coordinate at box index {i}: {boxes.reshape(-1, 6)[i].tolist()}; pass "
+                             f"validate=False to skip this check")
     else:
-        assert_values(ok, f"{name} has an inverted box (x2 < x1, y2 < y1 or z2 < z1)")
+        assert_values(ok, f"{name} has an inverted box (x2 < x1, y2 < y1 or z2 < z1) or a non-finite coordinate")
 
 
 def _terms(a: Tensor, b: Tensor, eps: float) -> _Terms3D:

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_choice, check_positive, check_probability, check_reduction
+from .._validation import check_choice, check_positive, check_probability, check_reduction, check_tensor
 from ..distributed import all_reduce_sum
 from ..registry import register_loss
 from ._geometry import DEFAULT_EPS, _check_format, check_pair, columns, pair_terms
@@ -172,6 +172,8 @@ class WIoULoss(Loss):
         self.iou_mean.copy_(torch.where(stats[1] > 0, new, self.iou_mean))
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        check_tensor(input, "input")  # before .device and the running mean: a list gave AttributeError
+        check_tensor(target, "target")
         if self.iou_mean.device != input.device:
             self.iou_mean = self.iou_mean.to(input.device)
         if self.training and self.version != "v1":

@@ -7,9 +7,11 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .._base import Loss
 from .._precision import float32_compute, upcast
+from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import check_probability, check_same_shape
 from ..kernels._halfio import float32_compute_unless_kernel
@@ -39,10 +41,31 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", sample_weight: Optio
         tensor(1.3863)
     """
     check_logits(input)
-    logp = F.log_softmax(input, dim=1)
-    # p log p with p = exp(logp): exact 0 where p underflows, never 0 * -inf
-    h = -(logp.exp() * logp).sum(dim=1)
-    return reduce_loss(h, reduction, sample_weight)
+    return reduce_loss(_Entropy.apply(input), reduction, sample_weight)
+
+
+class _Entropy(torch.autograd.Function):
+    """``H = -sum_c p_c log p_c`` over dim 1 with the closed-form backward
+    ``dH/dz_k = -p_k (log p_k + H)``: two saved tensors and three passes, no autograd chain.
+
+    ``log p`` is clamped to the float range: a logit gap beyond it (logits ~1e38) makes
+    ``log p = -inf`` where ``p = 0``, and ``p log p`` must be 0 there, not ``0 * -inf = NaN``.
+    A NaN logit still propagates.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        logp = F.log_softmax(z, dim=1).clamp_min_(torch.finfo(z.dtype).min)
+        p = logp.exp()
+        h = (p * logp).sum(dim=1).neg_()
+        ctx.save_for_backward(p, logp, h)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        p, logp, h = ctx.saved_tensors
+        return (logp + h.unsqueeze(1)).mul_(p).mul_(g.unsqueeze(1)).neg_()
 
 
 def _check_class_weight(class_weight, input: Tensor) -> Optional[Tensor]:
@@ -94,6 +117,7 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
     label_smoothing = check_probability(label_smoothing, "label_smoothing")
     cw = _check_class_weight(class_weight, input)
     if is_soft_target(input, target):
+        check_probabilities(target, "target")
         input = upcast(input)
         loss = F.cross_entropy(input, target, weight=cw, label_smoothing=label_smoothing, reduction="none")
         # soft targets: F.cross_entropy's mean divides by N (class weights are inside the sum)
@@ -135,7 +159,9 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
 
     Args:
         input: logits of ``q``, ``(N, C)`` or ``(N, C, d1, ...)``.
-        target: probabilities ``p`` of the same shape (or log-probabilities with ``log_target=True``).
+        target: probabilities ``p`` of the same shape (or log-probabilities with ``log_target=True``),
+            in ``[0, 1]`` (``[-inf, 0]``); a NaN or out-of-range value raises ``ValueError`` (on CUDA
+            a device-side assert, see docs/conventions.md).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (shape ``(N, d1, ...)``).
         sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
@@ -150,6 +176,9 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
         raise TypeError(f"target must be a floating tensor of probabilities with shape {tuple(input.shape)}, "
                         f"got {type(target).__name__ if not isinstance(target, Tensor) else target.dtype}")
     check_same_shape(input, target, "input", "target")
+    # a NaN, negative or > 1 probability (log_target: > 0 or NaN) used to be dropped by the p > 0
+    # mask, giving a finite wrong loss: raise instead (docs/conventions.md, probability-valued inputs)
+    check_probabilities(target, "target", log=log_target)
     logq = F.log_softmax(input, dim=1)
     if log_target:
         p = target.exp()

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_floating, check_nonnegative, check_positive
+from .._validation import check_floating, check_nonnegative, check_positive, check_tensor
 from ..registry import register_loss
 from ._common import check_index_target, check_logits
 
@@ -207,5 +207,6 @@ class DifficultyNetLoss(Loss):
                                    meta_targets, lr=lr, lam=lam, meta_grad=meta_grad)
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        check_tensor(input, "input")  # before .device: a list gave AttributeError
         return difficulty_net_loss(input, target, self.class_weights().to(input.device), reduction=self.reduction,
                                    sample_weight=sample_weight)

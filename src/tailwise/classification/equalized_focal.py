@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_nonnegative, check_positive, check_reduction
+from .._validation import check_floating, check_nonnegative, check_positive, check_reduction
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.sigmoid_family import efl_terms as _terms
@@ -158,6 +158,7 @@ class EqualizedFocalLoss(GradStatsLoss):
         self.gamma_b, self.scale_factor, self.alpha = float(gamma_b), float(scale_factor), float(alpha)
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        check_floating(input, "input")  # a list: TypeError naming input, not AttributeError
         if input.dim() != 2 or input.shape[1] != self.num_classes:
             raise ValueError(f"input must have shape (N, {self.num_classes}), got {tuple(input.shape)}")
         input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, self.ignore_index)

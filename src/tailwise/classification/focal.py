@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import upcast
+from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import _check_number, check_nonnegative, check_same_shape
 from ..kernels import sigmoid_family as _sig
@@ -90,7 +91,10 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     ``torchvision.ops.sigmoid_focal_loss`` (RetinaNet defaults ``alpha=0.25``, ``gamma=2``;
     ``alpha < 0`` disables the weighting; soft targets in ``[0, 1]`` allowed; ``"mean"`` is over
     every element). Detectors usually want ``reduction="sum"`` divided by the number of
-    foreground anchors. The target receives no gradient. The cross-entropy is computed as
+    foreground anchors. A target that requires grad receives its exact gradient (through a plain
+    autograd path; the fused path is used when it does not). Target values must lie in ``[0, 1]``
+    (a NaN or out-of-range value raises ``ValueError``; a device-side assert on CUDA, see
+    docs/conventions.md). The cross-entropy is computed as
     ``t softplus(-x) + (1 - t) softplus(x)``, which keeps float32 precision for confident
     predictions (``softplus(x) - t x`` gave 0 instead of 1.1254e-7 at ``x = 16, t = 1``).
 
@@ -113,6 +117,12 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (or negative to disable), got {alpha}")
     gamma = check_nonnegative(gamma, "gamma")
+    check_probabilities(target if target.is_floating_point() else target.to(input.dtype), "target")
+    if isinstance(target, Tensor) and target.requires_grad and torch.is_grad_enabled():
+        # the fused paths give the target no gradient; a target that asks for one (e.g. a learned
+        # soft label) takes the autograd formulation, exact for both arguments
+        return reduce_loss(_sigmoid_focal_autograd(upcast(input), upcast(target).to(upcast(input).dtype),
+                                                   alpha, gamma), reduction, sample_weight)
     if sample_weight is None and reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
         # per-row sums from the kernel: the (N, C) loss is never written
         # a 0/1 integer or bool target is a dense float target here, never class indices
@@ -123,6 +133,20 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     t = target.to(input.dtype)
     loss = _sig.run("sigmoid_focal", input, t, alpha, gamma)
     return reduce_loss(loss, reduction, sample_weight)
+
+
+def _sigmoid_focal_autograd(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+    """The same elementwise loss as the fused op in plain autograd ops (gradient to ``t`` too)."""
+    loss = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    if gamma != 0:
+        p = torch.sigmoid(x)
+        m = p + t - 2.0 * p * t  # 1 - p_t
+        pos = m > 0
+        # (m)^gamma with a zero (not inf * 0) gradient at m = 0 for gamma < 1
+        loss = loss * torch.where(pos, torch.where(pos, m, torch.ones_like(m)).pow(gamma), torch.zeros_like(m))
+    if alpha >= 0:
+        loss = loss * (t * (2.0 * alpha - 1.0) + (1.0 - alpha))
+    return loss
 
 
 @register_loss("focal")

@@ -92,6 +92,26 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight)
 
 
+class _ScaleLogits(torch.autograd.Function):
+    """``z * w`` kept inside the float range: finite logits near 1e38 times ``w > 1`` overflow to
+    +-inf and the softmax then computes inf - inf = NaN. The product is clamped to +-max (a huge
+    finite gap: the loss may be +inf, never NaN) and ``+ 0 * z`` keeps a NaN/+-inf logit
+    non-finite. Backward is ``g * w`` (the product's derivative), as plain autograd's mul; the
+    clamp only guards the forward values, so it costs no extra autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(w)
+        big = torch.finfo(z.dtype).max
+        return (z * w).clamp_(-big, big).add_(z, alpha=0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (w,) = ctx.saved_tensors
+        return g * w, None
+
+
 @float32_compute_unless_kernel("softmax_ce")
 def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight):
     if not is_soft_target(input, target) and uses_kernel(input):
@@ -99,7 +119,7 @@ def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reducti
         return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
                                    scale=w.to(device=input.device, dtype=torch.float32))
     input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
-    scaled = input * class_view(w.to(dtype=input.dtype, device=input.device), input)
+    scaled = _ScaleLogits.apply(input, class_view(w.to(dtype=input.dtype, device=input.device), input))
     return cross_entropy_loss(scaled, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, sample_weight=sample_weight)
 

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_floating, check_positive, check_probability, check_tensor
+from .._validation import (assert_values, check_floating, check_positive, check_probability, check_tensor,
+                           host_value_checks)
 from ..distributed import all_gather_no_grad
 from ..registry import register_loss
 from .supcon import supcon_loss
@@ -120,7 +121,15 @@ class MomentumLossTracker(nn.Module):
         if indices.shape != losses.shape:
             raise ValueError(f"losses must have the shape of indices {tuple(indices.shape)}, got {tuple(losses.shape)}")
         idx = all_gather_no_grad(indices.long()).to(self.momentum_loss.device)
-        val = all_gather_no_grad(losses.detach().float()).to(self.momentum_loss.device)
+        val = all_gather_no_grad(losses.detach().float()).to(self.momentum_loss)  # buffer's dtype too
+        n = self.momentum_loss.numel()
+        ok = (idx >= 0) & (idx < n)
+        if host_value_checks(idx):
+            if idx.numel() and not bool(ok.all()):
+                raise ValueError(f"indices must be dataset indices in [0, {n - 1}] (num_samples={n}), got "
+                                 f"{idx[~ok][0].item()}")
+        elif idx.numel():
+            assert_values(ok, f"indices must be dataset indices in [0, {n - 1}]")
         if self._first_epoch:
             self.momentum_loss.index_copy_(0, idx, val)
         else:

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import float32_compute
+from .._probabilities import check_probabilities
 from .._validation import check_floating, check_nonnegative, check_positive, check_tensor
 from ..registry import register_loss
 from ._common import host_selection
@@ -30,7 +31,9 @@ def _check_mask(mask: Tensor, like: Tensor, name: str) -> Tensor:
     if tuple(mask.shape) != want:
         raise ValueError(f"{name} must have shape {want} (the feature map's batch and spatial size), "
                          f"got {tuple(mask.shape)}")
-    return mask.to(like.dtype)
+    # a soft foreground mask is probability-valued: NaN / out-of-range values raise (or assert on
+    # device) instead of weighting the pooled embedding (docs/conventions.md)
+    return check_probabilities(mask.to(like.dtype), name)
 
 
 def cp2_pool(dense: Tensor, mask: Tensor) -> Tensor:

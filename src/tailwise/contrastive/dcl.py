@@ -26,6 +26,11 @@ def _dcl(features, temperature, sigma, normalize, gather_distributed, sample_wei
     n = feats.shape[0]
     feats_all, _, offset = gather(feats, None, gather_distributed)
     n_all = feats_all.shape[0]
+    if n_all < 2:
+        # no negative exists (a batch of 1 over all ranks): the log-sum over the empty negative set
+        # is -inf; the official mask constant log(1e-45) only gives an arbitrary finite number.
+        # Nothing to contrast against: 0 per sample, with a grad_fn and zero gradient.
+        return reduce_loss((feats * 0.0).sum((1, 2)), reduction, sample_weight)
     contrast = flatten_views(feats_all)                      # [z1 of all; z2 of all]
     anchors = flatten_views(feats)                           # [z1 local; z2 local]
     base = torch.arange(n, device=feats.device) + offset
@@ -58,6 +63,11 @@ def dcl_loss(features: Tensor, *, temperature: float = 0.1, normalize: bool = Fa
     Follows ``loss/dcl.py`` of github raminnakhli/Decoupled-Contrastive-Learning (the code the
     paper links): temperature 0.1, the two one-way losses are summed. ``reduction="none"`` gives
     ``(N,)``. Features ``(N, 2, D)`` L2-normalised.
+
+    A batch of 1 (over all ranks) has no negative: the sum over :math:`j \ne i` is empty and the
+    formula gives :math:`-\infty` (the official code's ``log(1e-45)`` mask turns that into an
+    arbitrary finite value). tailwise returns 0 for it (zero gradient), as an anchor with nothing
+    to contrast against carries no signal. Same for :func:`dclw_loss`.
 
     Example:
         >>> import torch, torch.nn.functional as F

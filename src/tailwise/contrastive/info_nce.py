@@ -91,6 +91,8 @@ class InfoNCELoss(Loss):
     def forward(self, features: Tensor, queue=None, sample_weight: Optional[Tensor] = None) -> Tensor:
         mask = None
         if queue is not None and not isinstance(queue, Tensor):
+            if not hasattr(queue, "masked"):  # a list used to raise AttributeError
+                raise TypeError(f"queue must be a (K, D) tensor of keys or a MemoryQueue, got {type(queue).__name__}")
             if host_selection(features, queue.queue):
                 queue = queue.keys
             else:

@@ -173,6 +173,9 @@ class PaCoLoss(Loss):
     def forward(self, features: Tensor, labels: Tensor, center_inputs: Optional[Tensor] = None, queue=None,
                 sample_weight: Optional[Tensor] = None) -> Tensor:
         x = features if center_inputs is None else center_inputs
+        # validate before the matmul: a wrong width or a list gave a RuntimeError / AttributeError
+        check_floating(x, "features" if center_inputs is None else "center_inputs", ndim=(2, 3),
+                       last_dim=self.centers.shape[1])
         sup = x @ self.centers.t().to(x.dtype) + self.bias.to(x.dtype)
         qk = ql = qm = None
         if isinstance(queue, Tensor):

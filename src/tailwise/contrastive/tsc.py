@@ -15,8 +15,8 @@ from .._reduction import reduce_loss
 from .._validation import check_floating, check_nonnegative, check_positive
 from ..distributed import all_gather_no_grad, is_dist_initialized
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_label_range, chunked_lse, flatten_views, gather,
-                      positive_stats)
+from ._common import (as_views, check_features, check_label_range, check_labels, chunked_lse, flatten_views,
+                      gather, positive_stats)
 
 __all__ = ["tsc_loss", "TSCLoss", "tsc_targets", "assign_targets", "linear_sum_assignment"]
 
@@ -216,6 +216,10 @@ class TSCLoss(Loss):
     @torch.no_grad()
     def update_centroids(self, features: Tensor, labels: Tensor) -> None:
         """EMA of the batch's normalised class means (classes absent from the batch keep theirs)."""
+        # metadata checks before touching the state: a list or a wrong shape raised AttributeError /
+        # IndexError here instead of an error naming the argument
+        check_floating(features, "features", ndim=(2, 3))
+        check_labels(labels, features.shape[0])
         feats = as_views(features.detach().float())
         feats = F.normalize(feats, dim=-1).mean(1)
         if self.kw["gather_distributed"] and is_dist_initialized():
@@ -228,7 +232,10 @@ class TSCLoss(Loss):
         mean = F.normalize(sums / count.clamp_min(1)[:, None], dim=1)
         cen = self.class_centroid
         new = F.normalize(self.momentum * cen + (1 - self.momentum) * mean.to(cen.dtype), dim=1)
-        cen.copy_(torch.where((count > 0)[:, None], new, cen))
+        # a class whose batch mean is not finite (NaN/inf features) keeps its centroid: the state
+        # stays usable and the NaN propagates to the loss (or raises there) instead
+        ok = (count > 0) & torch.isfinite(new).all(1)
+        cen.copy_(torch.where(ok[:, None], new, cen))
 
     @torch.no_grad()
     def reassign_targets(self) -> None:

@@ -190,6 +190,9 @@ class EQLv2Function(torch.autograd.Function):
         # zero the target entries so the negative part has no large term to cancel later
         sp.scatter_(1, t, 0.0)
         per = torch.mv(sp, neg_w) + pos_w[target] * F.softplus(-z_t)  # BCE(z, 1) = softplus(-z)
+        # a +inf target logit has BCE 0 (softplus(-inf)); + 0 * z_t (NaN there, O(N)) keeps it from
+        # hiding, as F.binary_cross_entropy_with_logits returns NaN for it
+        per.add_(z_t, alpha=0)
         del sp
         out = per if scale is None else per.sum() * scale
         ctx.save_for_backward(logits, target, pos_w, neg_w)
@@ -244,10 +247,15 @@ def efl_terms(input: Tensor, y: Tensor, gamma: Tensor, wf: Tensor, alpha: float)
     # z_t = z for positives, -z for negatives: p_t = sigmoid(z_t), 1 - p_t = sigmoid(-z_t)
     z_t = torch.where(y > 0, input, -input)
     log_pt = F.logsigmoid(z_t)
-    log_1m = F.logsigmoid(-z_t)
+    # clamp: beyond |z| = 1e4, (1 - p_t)^gamma is already exactly 0 or 1, and its backward at logits
+    # ~1e38 multiplies an overflowed upstream (gamma * coef * |log p_t| = inf) by sigmoid' = 0 (NaN);
+    # the clamp's backward zeroes that, and NaN logits still propagate through it
+    log_1m = F.logsigmoid(-z_t.clamp(-1e4, 1e4))
     mod = torch.exp(gamma * log_1m)  # (1 - p_t)^gamma, finite for any logit
     coef = wf if alpha < 0 else wf * (alpha * y + (1.0 - alpha) * (1.0 - y))
-    loss = -coef * mod * log_pt
+    # + 0 * z: a +inf logit of a positive has log p_t = 0 and (1 - p_t)^gamma = 0, a finite 0 that
+    # would hide it (BCE-with-logits gives NaN there); 0 * inf = NaN propagates it
+    loss = (-coef * mod * log_pt).add(z_t, alpha=0)
     return loss, coef, mod, log_pt, log_1m
 
 

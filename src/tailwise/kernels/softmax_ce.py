@@ -82,6 +82,9 @@ class SoftmaxFocalFunction(torch.autograd.Function):
         logp, y, lp, q, qg, alpha_y, valid = ctx.saved_tensors
         gamma = ctx.gamma
         if gamma != 0:
+            # clamp: at logit gaps beyond float range lp = -inf and (1 - q) = p_y = 0, whose product
+            # p_y log p_y -> 0 must not become 0 * -inf = NaN
+            lp = lp.clamp_min(torch.finfo(lp.dtype).min)
             ratio = torch.where(q > 0, lp / torch.where(q > 0, q, torch.ones_like(q)), -torch.ones_like(q))
             dloss_dlp = gamma * (1 - q) * qg * ratio - qg
         else:

@@ -209,7 +209,9 @@ def reduce_classes(loss_c: Tensor, valid: Tensor, reduction: str, anchor: Tensor
     gives zero gradients instead of failing.
     """
     check_reduction(reduction)
-    zero = anchor.sum() * 0.0
+    # (x * 0).sum(), not x.sum() * 0: the sum of finite scores near 1e38 overflows to inf, and
+    # inf * 0 would turn a bounded loss into NaN; non-finite scores still propagate
+    zero = (anchor * 0.0).sum()
     loss_c = torch.where(valid, loss_c, torch.zeros_like(loss_c)) + zero
     if reduction == "none":
         return loss_c

@@ -57,7 +57,8 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, sa
         gather_distributed: use every rank's targets as Monte-Carlo samples when distributed.
 
     Raises:
-        ValueError: fewer than 2 Monte-Carlo samples.
+        ValueError: fewer than 2 Monte-Carlo samples (a non-empty batch of 1 over all ranks; an empty
+            batch gives 0 with a grad_fn).
 
     Example:
         >>> import torch
@@ -69,6 +70,10 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, sa
     p, t = as_rows(pred, target)
     b = as_sigma(noise_scale, "noise_scale", p)
     samples, offset = gather_targets(t, gather_distributed)
+    if p.shape[0] == 0:
+        # an empty local batch has no per-sample loss: 0 with a grad_fn (to pred and the scale, so
+        # DDP sees the parameter used); only a batch of 1 across all ranks lacks Monte-Carlo samples
+        return reduce_loss(p.sum(1) * b, reduction, sample_weight)
     need_batch(samples.shape[0], "balanced_l1_loss")
     logits = pairwise_l1_dist(p, samples.to(p.dtype)) * (-1.0 / b)
     loss = batch_mc_cross_entropy(logits, offset) * b.detach()

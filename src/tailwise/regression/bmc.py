@@ -94,7 +94,8 @@ def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, sample_wei
         gather_distributed: use every rank's targets as samples when distributed.
 
     Raises:
-        ValueError: fewer than 2 Monte-Carlo samples (use :class:`GAILoss` / :class:`BNILoss`).
+        ValueError: fewer than 2 Monte-Carlo samples, i.e. a batch of 1 over all ranks (use
+            :class:`GAILoss` / :class:`BNILoss`); an empty batch gives 0 with a grad_fn.
 
     Example:
         >>> import torch
@@ -107,6 +108,10 @@ def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, sample_wei
     p, t = as_rows(pred, target)
     var = as_sigma(noise_sigma, "noise_sigma", p).square()
     samples, offset = gather_targets(t, gather_distributed)
+    if p.shape[0] == 0:
+        # an empty local batch has no per-sample loss: 0 with a grad_fn (to pred and the scale, so
+        # DDP sees the parameter used); only a batch of 1 across all ranks lacks Monte-Carlo samples
+        return reduce_loss(p.sum(1) * var, reduction, sample_weight)
     need_batch(samples.shape[0], "bmc_loss")
     logits = pairwise_sq_dist(p, samples.to(p.dtype)) * (-0.5 / var)
     loss = batch_mc_cross_entropy(logits, offset) * (2.0 * var).detach()

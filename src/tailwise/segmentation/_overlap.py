@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._probabilities import check_probabilities
 from .._validation import check_choice, check_class_indices, check_floating, check_tensor
 
 MODES = ("multiclass", "multilabel", "binary")
@@ -112,6 +113,10 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
     """
     check_choice(mode, "mode", MODES)
     check_seg_input(input)
+    if not from_logits:
+        # log-probabilities or logits passed as probabilities made Dice ~1e12 silently
+        check_probabilities(input, "input", allow_nan=True,
+                            hint=" with from_logits=False (pass logits with from_logits=True)")
     check_tensor(target, "target")
     n, c = input.shape[:2]
     spatial = tuple(input.shape[2:])

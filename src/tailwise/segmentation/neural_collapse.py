@@ -12,7 +12,7 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
-                           check_probability, check_reduction)
+                           check_probability, check_reduction, check_tensor)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
 from ..registry import register_loss
 
@@ -119,6 +119,7 @@ def neural_collapse_loss(features: Tensor, target: Tensor, num_classes: int, *, 
         raise ValueError(f"features must be (N, D, *spatial), got shape {tuple(features.shape)}")
     n, d = features.shape[:2]
     expected = (n,) + tuple(features.shape[2:])
+    check_tensor(target, "target")  # a list: TypeError naming target, as the other losses
     if tuple(target.shape) != expected:
         raise ValueError(f"target must be class indices of shape {expected} (features without the D axis), "
                          f"got {tuple(target.shape)}")
@@ -161,7 +162,7 @@ def neural_collapse_loss(features: Tensor, target: Tensor, num_classes: int, *, 
         return per_class.new_zeros(num_classes).index_put((cls,), per_class)
     if reduction == "sum" or per_class.numel() == 0:
         # an all-ignored batch: 0 that still has a grad_fn
-        return per_class.sum() + 0.0 * features.sum()
+        return per_class.sum() + (features * 0.0).sum()  # not 0 * sum: huge features overflow the sum
     return per_class.mean()
 
 
