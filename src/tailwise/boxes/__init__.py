@@ -2,7 +2,9 @@
 
 All share one geometry kernel (:mod:`._geometry`), accept ``xyxy`` (default), ``xywh`` and
 ``cxcywh`` boxes, validate inputs, and compute in float32 under half-precision autocast.
-GIoU/DIoU/CIoU run through a fused kernel with a hand-derived backward (:mod:`._fused`).
+IoU, GIoU, DIoU, CIoU, EIoU, Focal-EIoU and CDIoU go through one op of the kernels layer
+(:mod:`tailwise.kernels.box`):
+a fused hand-derived backward for GIoU/DIoU/CIoU on CPU, Triton kernels for every loss on CUDA.
 See docs/boxes.md.
 """
 

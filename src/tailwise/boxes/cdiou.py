@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_reduction
 from ..registry import register_loss
-from ._geometry import DEFAULT_EPS, check_pair, columns, pair_terms
+from ._fused import box_loss
+from ._geometry import DEFAULT_EPS
 from ._module import BoxLoss, check_eps
 
 __all__ = ["cdiou_loss", "CDIoULoss"]
-
-
-def _safe_norm(dx: Tensor, dy: Tensor) -> Tensor:
-    """sqrt(dx^2 + dy^2) with a zero (not NaN) gradient at the origin (double-where trick)."""
-    d2 = dx * dx + dy * dy
-    pos = d2 > 0
-    return torch.where(pos, torch.where(pos, d2, torch.ones_like(d2)).sqrt(), torch.zeros_like(d2))
 
 
 @float32_compute
@@ -49,13 +42,7 @@ def cdiou_loss(input: Tensor, target: Tensor, *, lambda_: float = 1.0, box_forma
     check_reduction(reduction)
     lambda_ = check_nonnegative(lambda_, "lambda_")
     eps = check_eps(eps)
-    p, t = check_pair(input, target, box_format, validate)
-    a1, b1, a2, b2 = columns(p)
-    A1, B1, A2, B2 = columns(t)
-    g = pair_terms(a1, b1, a2, b2, A1, B1, A2, B2, eps)
-    dx1, dx2, dy1, dy2 = a1 - A1, a2 - A2, b1 - B1, b2 - B2
-    corners = _safe_norm(dx1, dy1) + _safe_norm(dx2, dy1) + _safe_norm(dx2, dy2) + _safe_norm(dx1, dy2)
-    loss = 1.0 - g.iou + lambda_ * corners / (4.0 * g.c2.sqrt())
+    loss = box_loss(input, target, box_format, eps, validate, "cdiou", lambda_=lambda_)
     return reduce_loss(loss, reduction, sample_weight)
 
 

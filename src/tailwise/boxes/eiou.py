@@ -11,18 +11,11 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_reduction, check_weight
 from ..registry import register_loss
-from ._geometry import DEFAULT_EPS, check_pair, columns, pair_terms
+from ._fused import box_loss
+from ._geometry import DEFAULT_EPS
 from ._module import BoxLoss, check_eps
 
 __all__ = ["eiou_loss", "focal_eiou_loss", "EIoULoss", "FocalEIoULoss"]
-
-
-def _eiou_terms(p: Tensor, t: Tensor, eps: float):
-    g = pair_terms(*columns(p), *columns(t), eps)
-    dw = g.w1 - g.w2
-    dh = g.h1 - g.h2
-    loss = (1.0 - g.iou + g.rho2 / g.c2 + dw * dw / (g.cw * g.cw + eps) + dh * dh / (g.ch * g.ch + eps))
-    return loss, g.iou
 
 
 @float32_compute
@@ -45,8 +38,7 @@ def eiou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
     """
     check_reduction(reduction)
     eps = check_eps(eps)
-    p, t = check_pair(input, target, box_format, validate)
-    return reduce_loss(_eiou_terms(p, t, eps)[0], reduction, sample_weight)
+    return reduce_loss(box_loss(input, target, box_format, eps, validate, "eiou"), reduction, sample_weight)
 
 
 @float32_compute
@@ -77,8 +69,7 @@ def focal_eiou_loss(input: Tensor, target: Tensor, *, gamma: float = 0.5, box_fo
     check_reduction(reduction)
     gamma = check_nonnegative(gamma, "gamma")
     eps = check_eps(eps)
-    p, t = check_pair(input, target, box_format, validate)
-    loss, iou = _eiou_terms(p, t, eps)
+    loss, iou = box_loss(input, target, box_format, eps, validate, "eiou", want_iou=True)
     focal = iou.detach().clamp_min(0).pow(gamma)
     if reduction != "mean":
         return reduce_loss(focal * loss, reduction, sample_weight)

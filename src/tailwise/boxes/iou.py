@@ -10,7 +10,8 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_reduction
 from ..registry import register_loss
-from ._geometry import DEFAULT_EPS, check_pair, columns, pair_terms
+from ._fused import box_loss
+from ._geometry import DEFAULT_EPS
 from ._module import BoxLoss, check_eps
 
 __all__ = ["iou_loss", "IoULoss"]
@@ -49,9 +50,7 @@ def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format:
     check_choice(mode, "mode", _MODES)
     check_reduction(reduction)
     eps = check_eps(eps)
-    p, t = check_pair(input, target, box_format, validate)
-    g = pair_terms(*columns(p), *columns(t), eps)
-    loss = 1.0 - g.iou if mode == "linear" else -g.iou.clamp_min(eps).log()
+    loss = box_loss(input, target, box_format, eps, validate, "iou" if mode == "linear" else "iou_log")
     return reduce_loss(loss, reduction, sample_weight)
 
 

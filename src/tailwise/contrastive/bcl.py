@@ -12,12 +12,13 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_positive
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_label_range, chunked_lse, flatten_views, gather,
-                      positive_stats)
+from ._common import (as_views, check_features, check_label_range, contrastive_rows, flatten_views, gather,
+                      keeps_feature_dtype)
 
 __all__ = ["bcl_loss", "BCLLoss"]
 
 
+@keeps_feature_dtype
 @float32_compute
 def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: float = 0.07,
              normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
@@ -74,9 +75,8 @@ def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: 
         0, c_lab, torch.ones(c_lab.shape, dtype=feats.dtype, device=feats.device))
     col_bias = -torch.log(counts)[c_lab]
     same = torch.where(counts > 1, torch.log(counts / (counts - 1).clamp_min(1)), torch.zeros_like(counts))[c_lab]
-    lse = chunked_lse(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,
-                      same_bias=same, chunk_size=chunk_size)
-    dot, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx)
+    lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, a_lab=a_lab,
+                                     c_lab=c_lab, same_bias=same, positives=True, chunk_size=chunk_size)
     per_anchor = lse - dot / (t * cnt)
     return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 

@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_floating, check_positive
 from ..registry import register_loss
-from ._common import check_features, chunked_lse, flatten_views, gather
+from ._common import check_features, contrastive_rows, flatten_views, gather, keeps_feature_dtype
 
 __all__ = ["dcl_loss", "dclw_loss", "DCLLoss", "DCLWLoss"]
 
@@ -37,7 +37,8 @@ def _dcl(features, temperature, sigma, normalize, gather_distributed, sample_wei
     own = torch.cat([base, base + n_all])
     other = torch.cat([base + n_all, base])
     # decoupling: both the anchor itself and its positive leave the denominator
-    neg = chunked_lse(anchors, contrast, 1.0 / t, self_idx=torch.stack([own, other], 1), chunk_size=chunk_size)
+    neg, _, _ = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=torch.stack([own, other], 1),
+                                 symmetric=n_all == n, chunk_size=chunk_size)
     pos = (feats[:, 0] * feats[:, 1]).sum(-1) / t            # (N,), same for both directions
     if sigma is not None:
         # w_i = 2 - exp(z1.z2/sigma) / mean_j exp(z1_j.z2_j/sigma) over the (global) batch
@@ -48,6 +49,7 @@ def _dcl(features, temperature, sigma, normalize, gather_distributed, sample_wei
     return reduce_loss(loss, reduction, sample_weight)
 
 
+@keeps_feature_dtype
 @float32_compute
 def dcl_loss(features: Tensor, *, temperature: float = 0.1, normalize: bool = False,
              gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
@@ -77,6 +79,7 @@ def dcl_loss(features: Tensor, *, temperature: float = 0.1, normalize: bool = Fa
     return _dcl(features, temperature, None, normalize, gather_distributed, sample_weight, reduction, chunk_size)
 
 
+@keeps_feature_dtype
 @float32_compute
 def dclw_loss(features: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, normalize: bool = False,
               gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",

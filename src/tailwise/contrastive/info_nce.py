@@ -12,12 +12,13 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_floating, check_positive
 from ..registry import register_loss
-from ._common import check_features, chunked_lse, host_selection
+from ._common import check_features, contrastive_rows, host_selection, keeps_feature_dtype
 from .supcon import supcon_loss
 
 __all__ = ["info_nce_loss", "InfoNCELoss"]
 
 
+@keeps_feature_dtype
 @float32_compute
 def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperature: float = 0.07,
                   normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
@@ -68,7 +69,7 @@ def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperatu
             ~queue_mask.to(feats.device), float("-inf"))
     q, k = feats[:, 0], feats[:, 1]
     pos = (q * k).sum(-1) / t
-    neg = chunked_lse(q, queue.detach().to(q.dtype), 1.0 / t, col_bias=col_bias, chunk_size=chunk_size)
+    neg, _, _ = contrastive_rows(q, queue.detach().to(q.dtype), 1.0 / t, col_bias=col_bias, chunk_size=chunk_size)
     loss = torch.logaddexp(pos, neg) - pos
     return reduce_loss(loss, reduction, sample_weight)
 

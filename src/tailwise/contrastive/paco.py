@@ -14,12 +14,13 @@ from .._reduction import reduce_loss
 from .._validation import (check_class_counts, check_floating, check_nonnegative, check_positive,
                            check_probability)
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_label_range, chunked_lse, class_counts_on, flatten_views,
-                      gather, host_selection, positive_stats)
+from ._common import (as_views, check_features, check_label_range, class_counts_on, contrastive_rows, flatten_views,
+                      gather, host_selection, keeps_feature_dtype)
 
 __all__ = ["paco_loss", "PaCoLoss"]
 
 
+@keeps_feature_dtype
 @float32_compute
 def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
               class_counts: Optional[Union[Tensor, Sequence[float]]] = None, alpha: float = 0.05,
@@ -97,7 +98,7 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
-    col_bias = pos_w = None
+    col_bias = None
     if queue is not None:
         check_floating(queue, "queue", ndim=2)
         if queue_labels is None or queue_labels.shape != (queue.shape[0],):
@@ -110,13 +111,18 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
             # unused queue rows: -inf in the denominator and weight 0 as positives
             col_bias = torch.cat([contrast.new_zeros(contrast.shape[0]),
                                   contrast.new_zeros(queue.shape[0]).masked_fill_(~qm, float("-inf"))])
-            pos_w = torch.cat([contrast.new_ones(contrast.shape[0]), qm.to(contrast.dtype)])
         contrast = torch.cat([contrast, queue.detach().to(contrast.dtype)])
-        c_lab = torch.cat([c_lab, queue_labels.long().to(c_lab.device)])
+        q_lab = queue_labels.long().to(c_lab.device)
+        if queue_mask is not None:
+            # an unused row is no positive either: a label no anchor has (labels are >= 0)
+            q_lab = torch.where(qm, q_lab, torch.full_like(q_lab, -1))
+        c_lab = torch.cat([c_lab, q_lab])
 
-    lse_samples = chunked_lse(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, chunk_size=chunk_size)
+    lse_samples, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx,
+                                             a_lab=a_lab, c_lab=c_lab, positives=True,
+                                             symmetric=queue is None and n_all == n, chunk_size=chunk_size)
+    # the C centre logits join the same row logsumexp
     lse = torch.logaddexp(torch.logsumexp(sup, 1), lse_samples + math.log(g))
-    dot, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx, pos_weight=pos_w)
     target = torch.full_like(sup, sm / max(num_classes - 1, 1))
     target.scatter_(1, a_lab[:, None], 1.0 - sm)
     pos = b * (target * sup).sum(1) + a * dot / t

@@ -14,8 +14,8 @@ from .._reduction import reduce_loss
 from .._validation import assert_values, check_class_counts, check_floating, check_positive, host_value_checks
 from ..registry import register_loss
 from ..classification.class_balanced import class_balanced_weights
-from ._common import (as_views, check_features, check_labels, chunked_lse, flatten_views, gather, host_selection,
-                      positive_stats)
+from ._common import (as_views, check_features, check_labels, contrastive_rows, flatten_views, gather, host_selection,
+                      keeps_feature_dtype)
 
 __all__ = ["rescom_loss", "ResComLoss", "rescom_class_weights", "hard_pair_mining"]
 
@@ -60,6 +60,7 @@ def hard_pair_mining(sim: Tensor, positive: Tensor, num_positives: Optional[int]
     return pos, neg
 
 
+@keeps_feature_dtype
 @float32_compute
 def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None,
                 queue_labels: Optional[Tensor] = None, *, class_counts=None, effective_num_beta: float = 0.999,
@@ -129,8 +130,9 @@ def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, nu
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
-    lse = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
-    dot, cnt = positive_stats(anchors, a_lab, contrast, labels_all.repeat(v), self_idx=self_idx)
+    lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, a_lab=a_lab,
+                                     c_lab=labels_all.repeat(v), positives=True, symmetric=n_all == n,
+                                     chunk_size=chunk_size)
     pos_sum = dot / t
     if queue is not None:
         check_floating(queue, "queue", ndim=2)

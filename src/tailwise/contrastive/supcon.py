@@ -12,8 +12,8 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_positive, check_tensor
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_labels, chunked_lse, flatten_views, gather,
-                      positive_stats, supcon_from_parts)
+from ._common import (as_views, check_features, check_labels, contrastive_rows, flatten_views, gather,
+                      keeps_feature_dtype, supcon_from_parts)
 
 __all__ = ["supcon_loss", "SupConLoss"]
 
@@ -29,6 +29,7 @@ def _anchor_layout(local: Tensor, n_all: int, offset: int, contrast_mode: str):
     return anchors, self_idx, v
 
 
+@keeps_feature_dtype
 @float32_compute
 def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None, *,
                 temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
@@ -90,12 +91,16 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
     n_all = feats_all.shape[0]
     contrast = flatten_views(feats_all)
     anchors, self_idx, n_anchor_views = _anchor_layout(feats, n_all, offset, contrast_mode)
-    lse = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
+    # unsharded "all": the anchors are the contrast rows (the Triton backward then takes one pass)
+    sym = contrast_mode == "all" and n_all == n
     if mask is not None:
         check_tensor(mask, "mask", ndim=2)
         if tuple(mask.shape) != (n, n_all):
             raise ValueError(f"mask must have shape ({n}, {n_all}) (local rows x all rows), "
                              f"got {tuple(mask.shape)}")
+        # the dense mask is (N, N_all) already: positives come from it, the kernel gives the lse
+        lse, _, _ = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, symmetric=sym,
+                                     chunk_size=chunk_size)
         m = mask.to(contrast.dtype)
         pos_vec = m @ feats_all.sum(1)                              # (N, D) over all views
         diag = m[torch.arange(n, device=m.device), torch.arange(n, device=m.device) + offset]
@@ -107,8 +112,9 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
             # SimCLR: every sample is its own class
             labels_all = torch.arange(n_all, device=feats.device)
             labels = labels_all[offset:offset + n]
-        dot, cnt = positive_stats(anchors, labels.repeat(n_anchor_views), contrast, labels_all.repeat(v),
-                                  self_idx=self_idx)
+        lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx,
+                                         a_lab=labels.repeat(n_anchor_views), c_lab=labels_all.repeat(v),
+                                         positives=True, symmetric=sym, chunk_size=chunk_size)
     per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t) * (t / tb)
     per_sample = per_anchor.view(n_anchor_views, n).mean(0)
     return reduce_loss(per_sample, reduction, sample_weight)

@@ -15,8 +15,8 @@ from .._reduction import reduce_loss
 from .._validation import check_floating, check_nonnegative, check_positive
 from ..distributed import all_gather_no_grad, is_dist_initialized
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_label_range, check_labels, chunked_lse, flatten_views,
-                      gather, positive_stats)
+from ._common import (as_views, check_features, check_label_range, check_labels, contrastive_rows, flatten_views,
+                      gather, keeps_feature_dtype)
 
 __all__ = ["tsc_loss", "TSCLoss", "tsc_targets", "assign_targets", "linear_sum_assignment"]
 
@@ -115,6 +115,7 @@ def assign_targets(class_centers: Tensor, targets: Tensor) -> Tensor:
     return torch.as_tensor(np.asarray(cols), dtype=torch.long, device=class_centers.device)
 
 
+@keeps_feature_dtype
 @float32_compute
 def tsc_loss(features: Tensor, labels: Tensor, targets: Tensor, assignment: Tensor, *, temperature: float = 0.07,
              base_temperature: Optional[float] = None, target_weight: float = 1.0, normalize: bool = False,
@@ -167,9 +168,9 @@ def tsc_loss(features: Tensor, labels: Tensor, targets: Tensor, assignment: Tens
     a_lab = labels.repeat(v)
     base = torch.arange(n, device=feats.device) + offset
     self_idx = torch.cat([base + k * n_all for k in range(v)])
-    lse = chunked_lse(anchors, contrast, 1.0 / t, self_idx=self_idx, chunk_size=chunk_size)
-    dot, _ = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx, pos_weight=pos_w)
-    _, cnt = positive_stats(anchors, a_lab, contrast, c_lab, self_idx=self_idx)
+    # dot weights the target by tw; cnt counts it once
+    lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,
+                                     pos_weight=pos_w, positives=True, chunk_size=chunk_size)
     # -(1/|P|) [sum_p s_ip + tw s_it - (|P| - 1 + tw) lse]; |P| counts the target once and is >= 1
     w_total = cnt - 1 + tw
     per_anchor = (t / tb) * (w_total * lse - dot / t) / cnt

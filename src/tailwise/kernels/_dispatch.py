@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, Optional
@@ -119,6 +120,14 @@ def triton_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _constant_under_compile(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` (which imports
+    Triton) when tailwise is imported: Dynamo then calls ``fn`` outside the trace (imports included)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_under_compile  # the import runs outside a torch.compile trace
 def triton_available() -> bool:
     """True when ``import triton`` works (checked once)."""
     if "ok" not in _TRITON:
@@ -169,10 +178,17 @@ def select(op: str, *tensors) -> str:
     return "torch"
 
 
+@_constant_under_compile
+def _import_module(module: str) -> bool:
+    importlib.import_module(module)
+    return True
+
+
 def _triton_impl(spec: _Op) -> Callable:
     if spec._triton_fn is None:
         module, _, attr = spec.triton.partition(":")
-        spec._triton_fn = getattr(importlib.import_module(module), attr)
+        _import_module(module)
+        spec._triton_fn = getattr(sys.modules[module], attr)
     return spec._triton_fn
 
 

@@ -10,11 +10,11 @@ All three are functions of four per-image, per-class statistics::
 where ``m`` masks out ``ignore_index`` pixels. :func:`overlap_stats` returns them as ``(N, C)``
 tensors; the losses are then cheap closed forms on those small tensors.
 
-Speed: for the common case (multi-class softmax, integer targets) the statistics come from
-:class:`_IndexStats`, a custom autograd Function that never materialises a one-hot tensor:
-``tp`` is a gather of the target-class probability scattered into ``(N, C)``, ``sy`` is a
-per-image bincount, and the backward pass is derived by hand through the softmax so only the
-softmax output is kept for backward and one ``(N, C, L)`` buffer is written during it.
+Speed: for integer targets (``multiclass`` and ``binary``) the statistics come from the kernels
+layer's op ``"overlap_index"`` (:mod:`tailwise.kernels.overlap`), which never materialises a
+one-hot tensor: on CPU a custom autograd Function with a hand-derived backward through the
+softmax, on CUDA one fused Triton pass for the forward (softmax, statistics and, for ``dice_ce``,
+the cross-entropy sums) and one for the backward.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .._probabilities import check_probabilities
 from .._validation import check_choice, check_class_indices, check_floating, check_tensor
+from ..kernels import dispatch
+from ..kernels.overlap import _IndexStats  # noqa: F401 - its old home; re-exported
 
 MODES = ("multiclass", "multilabel", "binary")
 
@@ -38,54 +39,6 @@ class OverlapStats(NamedTuple):
     sy: Tensor  # (N, C)
     sq: Optional[Tensor]  # (N, C) or None
     sy2: Optional[Tensor]  # sum of y^2 (= sy for hard targets) or None
-
-
-class _IndexStats(torch.autograd.Function):
-    """(tp, sp[, sq]) for integer targets, optionally through a softmax over dim 1.
-
-    Forward: ``p = softmax(x, 1)`` (or ``x`` itself), ``tp[n, c] = sum_{l: y=c} m p[n, c, l]``,
-    ``sp = sum_l m p``, ``sq = sum_l m p^2``.
-
-    Backward: with ``G[n,c,l] = m_l (g_sp[n,c] + 2 p g_sq[n,c] + [y_l = c] g_tp[n,c])`` the
-    gradient w.r.t. ``p`` is ``G``, and through the softmax ``p * (G - sum_c p G)``. Both are
-    computed in place in one buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, mask: Optional[Tensor], softmax: bool, squared: bool):
-        p = torch.softmax(x, 1) if softmax else x
-        n, c, _ = p.shape
-        pt = p.gather(1, y.unsqueeze(1)).squeeze(1)  # (N, L) prob. of the target class
-        if mask is not None:
-            pt = pt * mask
-        tp = p.new_zeros(n, c).scatter_add_(1, y, pt)
-        if mask is None:
-            sp = p.sum(-1)
-            sq = (p * p).sum(-1) if squared else None
-        else:
-            mcol = mask.unsqueeze(-1)  # (N, L, 1): a batched mat-vec avoids a masked copy of p
-            sp = torch.bmm(p, mcol).squeeze(-1)
-            sq = torch.bmm(p * p, mcol).squeeze(-1) if squared else None
-        ctx.softmax, ctx.squared = softmax, squared
-        ctx.save_for_backward(p, y, mask)
-        ctx.mark_non_differentiable(y)
-        return (tp, sp, sq) if squared else (tp, sp)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_tp, g_sp, g_sq=None):
-        p, y, mask = ctx.saved_tensors
-        g = torch.empty_like(p)
-        g.copy_(g_sp.unsqueeze(-1).expand_as(p))
-        if ctx.squared and g_sq is not None:
-            g.addcmul_(p, 2.0 * g_sq.unsqueeze(-1))
-        g.scatter_add_(1, y.unsqueeze(1), g_tp.gather(1, y).unsqueeze(1))
-        if mask is not None:
-            g.mul_(mask.unsqueeze(1))
-        if ctx.softmax:
-            g.mul_(p)
-            g.addcmul_(p, g.sum(1, keepdim=True), value=-1.0)
-        return g, None, None, None, None
 
 
 def _flatten(x: Tensor) -> Tensor:
@@ -101,7 +54,8 @@ def check_seg_input(input, name: str = "input") -> Tensor:
 
 
 def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_logits: bool = True,
-                  ignore_index: Optional[int] = -100, squared_pred: bool = False) -> OverlapStats:
+                  ignore_index: Optional[int] = -100, squared_pred: bool = False, with_ce: bool = False,
+                  ce_weight: Optional[Tensor] = None):
     """Validate ``input``/``target`` and return the per-image, per-class overlap statistics.
 
     * ``multiclass``: ``input`` (N, C, *S) logits (softmax over C) or probabilities; ``target``
@@ -110,6 +64,9 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
     * ``binary``: ``input`` (N, 1, *S), sigmoid; ``target`` indices (N, *S) in {0, 1} or (N, 1, *S).
 
     For dense targets, elements equal to ``ignore_index`` are masked out (per channel).
+
+    ``with_ce`` (class-index targets only, logits) also returns ``dice_ce``'s per-image
+    cross-entropy sum and normaliser from the same pass: ``(stats, ce_sum, ce_norm)``.
     """
     check_choice(mode, "mode", MODES)
     check_seg_input(input)
@@ -143,25 +100,15 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
 
     x = _flatten(input)
     if not dense:
+        # class indices (multiclass or binary): the fused op, no one-hot
         t = target.reshape(n, math.prod(spatial))
-        mask = None
-        if ignore_index is not None:
-            keep = t != ignore_index
-            if not bool(keep.all()):
-                mask = keep.to(x.dtype)
-                t = torch.where(keep, t, torch.zeros_like(t))
-        t = t.long()
-        if mode == "multiclass":
-            tp_sp = _IndexStats.apply(x, t, mask, from_logits, squared_pred)
-            tp, sp = tp_sp[0], tp_sp[1]
-            sq = tp_sp[2] if squared_pred else None
-            ones = mask if mask is not None else x.new_ones(t.shape)
-            sy = x.new_zeros(n, c).scatter_add_(1, t, ones)
-            return OverlapStats(tp, sp, sy, sq, sy if squared_pred else None)
-        # binary with index targets: a single channel, no one-hot to avoid
-        y = t.to(x.dtype).unsqueeze(1)
-        m = None if mask is None else mask.unsqueeze(1)
+        tp, sp, sy, sq, sy2, ce_sum, ce_norm = dispatch("overlap_index", x, t, ignore_index, mode, from_logits,
+                                                        squared_pred, with_ce, ce_weight)
+        stats = OverlapStats(tp, sp, sy, sq, sy2)
+        return (stats, ce_sum, ce_norm) if with_ce else stats
     else:
+        if with_ce:
+            raise ValueError("with_ce needs class-index targets")
         y = _flatten(target).to(x.dtype)
         m = None
         if ignore_index is not None:
@@ -187,6 +134,16 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         sq = (pm * p).sum(-1)
         sy2 = (y * y if m is None else y * y * m).sum(-1)
     return OverlapStats(tp, sp, sy, sq, sy2)
+
+
+def check_class_weight_shape(class_weight: Optional[Tensor], c: int) -> None:
+    """The metadata part of :func:`reduce_classes`' ``class_weight`` check, for callers that use
+    the weights before reducing (``dice_ce``'s fused CE term)."""
+    if class_weight is not None:
+        check_floating(class_weight, "class_weight", ndim=1)
+        if class_weight.numel() != c:
+            raise ValueError(f"class_weight must have one entry per class ({c}), got shape "
+                             f"{tuple(class_weight.shape)}")
 
 
 def reduce_classes(per_class: Tensor, class_weight: Optional[Tensor], include_background: bool,

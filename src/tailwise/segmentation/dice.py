@@ -13,7 +13,7 @@ from .._validation import check_nonnegative
 from ..registry import register_loss
 from ._overlap import maybe_batch, overlap_stats, reduce_classes
 
-__all__ = ["dice_loss", "DiceLoss"]
+__all__ = ["dice_loss", "DiceLoss", "dice_from_stats"]
 
 
 @float32_compute
@@ -61,12 +61,19 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
         >>> loss = dice_loss(logits, target)
     """
     smooth = check_nonnegative(smooth, "smooth")
-    st = maybe_batch(overlap_stats(input, target, mode=mode, from_logits=from_logits,
-                                   ignore_index=ignore_index, squared_pred=squared_pred), batch)
+    st = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
+                       squared_pred=squared_pred)
+    per_image = dice_from_stats(st, smooth, squared_pred, class_weight, include_background, batch)
+    return reduce_loss(per_image, reduction, sample_weight)
+
+
+def dice_from_stats(st, smooth: float, squared_pred: bool, class_weight: Optional[Tensor],
+                    include_background: bool, batch: bool) -> Tensor:
+    """Per-image Dice losses ``(N,)`` (a 0-d tensor when ``batch``) from the overlap statistics."""
+    st = maybe_batch(st, batch)
     denom = (st.sq + st.sy2) if squared_pred else (st.sp + st.sy)
     per_class = 1.0 - (2.0 * st.tp + smooth) / (denom + smooth).clamp_min(1e-12)
-    per_image = reduce_classes(per_class, class_weight, include_background, batch)
-    return reduce_loss(per_image, reduction, sample_weight)
+    return reduce_classes(per_class, class_weight, include_background, batch)
 
 
 @register_loss("dice")

@@ -14,7 +14,9 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative
 from ..registry import register_loss
-from .dice import dice_loss
+from ..kernels.overlap import index_ce_sums
+from ._overlap import check_class_weight_shape, overlap_stats
+from .dice import dice_from_stats, dice_loss
 
 __all__ = ["dice_ce_loss", "DiceCELoss"]
 
@@ -39,16 +41,7 @@ def _ce_per_image(input: Tensor, target: Tensor, mode: str, class_weight: Option
         if class_weight is not None:
             per_el = per_el * class_weight.to(x.dtype).view(1, c, 1)
         return (per_el * keep).sum((1, 2)), keep.sum((1, 2))
-    t = target.reshape(n, length)
-    keep = torch.ones_like(t, dtype=torch.bool) if ignore_index is None else t != ignore_index
-    t_safe = torch.where(keep, t, torch.zeros_like(t)).long()
-    kf = keep.to(x.dtype)
-    if mode == "binary":
-        per_el = F.binary_cross_entropy_with_logits(x[:, 0], t_safe.to(x.dtype), reduction="none")
-        return (per_el * kf).sum(-1), kf.sum(-1)
-    logp_t = torch.log_softmax(x, 1).gather(1, t_safe.unsqueeze(1)).squeeze(1)
-    w = kf if class_weight is None else kf * class_weight.to(x.dtype)[t_safe]
-    return -(w * logp_t).sum(-1), w.sum(-1)
+    return index_ce_sums(x, target.reshape(n, length), mode, class_weight, ignore_index)
 
 
 @float32_compute
@@ -75,10 +68,19 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
     """
     lambda_dice = check_nonnegative(lambda_dice, "lambda_dice")
     lambda_ce = check_nonnegative(lambda_ce, "lambda_ce")
-    dice = dice_loss(input, target, mode=mode, from_logits=True, smooth=smooth, squared_pred=squared_pred,
-                     class_weight=class_weight, ignore_index=ignore_index,
-                     include_background=include_background, batch=batch, reduction="none")
-    ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
+    if (isinstance(input, Tensor) and isinstance(target, Tensor) and input.dim() >= 2
+            and target.shape != input.shape and mode != "multilabel"):
+        # class indices: Dice statistics and CE sums from one pass over the logits
+        smooth = check_nonnegative(smooth, "smooth")
+        check_class_weight_shape(class_weight, input.shape[1])  # the CE term gathers it in the same pass
+        st, ce_sum, ce_norm = overlap_stats(input, target, mode=mode, from_logits=True, ignore_index=ignore_index,
+                                            squared_pred=squared_pred, with_ce=True, ce_weight=class_weight)
+        dice = dice_from_stats(st, smooth, squared_pred, class_weight, include_background, batch)
+    else:
+        dice = dice_loss(input, target, mode=mode, from_logits=True, smooth=smooth, squared_pred=squared_pred,
+                         class_weight=class_weight, ignore_index=ignore_index,
+                         include_background=include_background, batch=batch, reduction="none")
+        ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
     if batch or (reduction == "mean" and sample_weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
