@@ -384,10 +384,12 @@ def test_ignore_index_gives_no_gradient_and_all_ignored_is_zero():
 
 
 def test_empty_batch():
+    # every registry loss's default form is checked in tests/test_contract.py::test_empty_batch;
+    # here the variants the contract specs do not build
     z = torch.zeros(0, 5, requires_grad=True)
     y = torch.zeros(0, dtype=torch.long)
-    for fn in [TF.focal_loss, TF.cross_entropy_loss, lambda a, b: TF.balanced_softmax_loss(a, b, COUNTS),
-               lambda a, b: TF.bal_bce_loss(a, b, COUNTS), lambda a, b: TF.class_balanced_loss(a, b, COUNTS, loss_type="focal"),
+    for fn in [lambda a, b: TF.class_balanced_loss(a, b, COUNTS, loss_type="focal"),
+               lambda a, b: TF.class_balanced_loss(a, b, COUNTS, loss_type="sigmoid"),
                lambda a, b: TF.sigmoid_focal_loss(a, F.one_hot(b, 5).float())]:
         out = fn(z, y)
         assert out.item() == 0 and out.requires_grad

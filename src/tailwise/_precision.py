@@ -30,15 +30,26 @@ def upcast(x):
 
 @contextlib.contextmanager
 def autocast_disabled():
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast("cpu", enabled=False))
+    """Switch autocast off on CPU (and CUDA when present) inside the block."""
+    with torch.autocast("cpu", enabled=False):
         if torch.cuda.is_available():
-            stack.enter_context(torch.autocast("cuda", enabled=False))
-        yield
+            with torch.autocast("cuda", enabled=False):
+                yield
+        else:
+            yield
+
+
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled("cpu") or (torch.cuda.is_available() and torch.is_autocast_enabled("cuda"))
 
 
 def float32_compute(fn):
-    """Decorator: run ``fn`` with autocast disabled and half-precision tensor arguments upcast."""
+    """Decorator: run ``fn`` with autocast disabled and half-precision tensor arguments upcast.
+
+    Written so that ``torch.compile(fullgraph=True)`` inlines it: plain ``torch.autocast``
+    context managers (no ``ExitStack``, no generator context manager), no state kept between
+    calls, so tracing neither breaks the graph nor guards on anything that changes per call.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,9 +57,12 @@ def float32_compute(fn):
             raise bare_weight_error(fn.__name__)
         args = tuple(upcast(a) for a in args)
         kwargs = {k: upcast(v) for k, v in kwargs.items()}
-        if torch.is_autocast_enabled("cpu") or (torch.cuda.is_available() and torch.is_autocast_enabled("cuda")):
-            with autocast_disabled():
-                return fn(*args, **kwargs)
-        return fn(*args, **kwargs)
+        if not _autocast_on():
+            return fn(*args, **kwargs)
+        with torch.autocast("cpu", enabled=False):
+            if torch.cuda.is_available():
+                with torch.autocast("cuda", enabled=False):
+                    return fn(*args, **kwargs)
+            return fn(*args, **kwargs)
 
     return wrapper

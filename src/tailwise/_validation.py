@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import weakref
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
@@ -31,12 +32,13 @@ __all__ = [
     "validation",
     "validation_mode",
     "host_value_checks",
+    "host_selection",
     "assert_values",
 ]
 
 _VALIDATE_ENV = "TAILWISE_VALIDATE"
 _VALIDATION_MODES = ("default", "full")
-_MODE: dict = {"value": None}
+_MODE: dict = {"value": None, "device_paths": False}
 
 
 def validation_mode() -> str:
@@ -72,9 +74,11 @@ def validation(mode: str = "full") -> Iterator[None]:
         _MODE["value"] = old
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
+
+
 def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+    return bool(_is_compiling())
 
 
 def host_value_checks(*tensors) -> bool:
@@ -85,9 +89,35 @@ def host_value_checks(*tensors) -> bool:
     """
     if _compiling():
         return False
-    if validation_mode() == "full":
+    # eager CPU tensors get the exact checks in every mode: decide that without reading the mode
+    if not _MODE["device_paths"] and not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors):
         return True
+    return validation_mode() == "full"
+
+
+def host_selection(*tensors) -> bool:
+    """True where data-dependent selection (boolean masks, ``nonzero``, ``unique``) may be used.
+
+    That is eager mode with every tensor on the CPU, where it is the fastest form and costs no
+    synchronisation; on accelerators, while ``torch.compile`` traces and under the testing switch
+    :func:`_device_paths`, callers use their masked fixed-shape form. Unlike
+    :func:`host_value_checks` it does not depend on the validation mode.
+    """
+    if _compiling() or _MODE["device_paths"]:
+        return False
     return not any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors)
+
+
+@contextlib.contextmanager
+def _device_paths() -> Iterator[None]:
+    """Testing aid: take the accelerator code paths (device-side asserts, masking instead of
+    selection) for CPU tensors too, so CI can check them without a GPU."""
+    old = _MODE["device_paths"]
+    _MODE["device_paths"] = True
+    try:
+        yield
+    finally:
+        _MODE["device_paths"] = old
 
 
 def assert_values(ok: Tensor, message: str) -> None:
@@ -140,8 +170,17 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:
-    """Raise ``ValueError`` if ``x`` has a NaN or an infinity, naming the first bad index."""
+    """Raise ``ValueError`` if ``x`` has a NaN or an infinity, naming the first bad index.
+
+    A value check: exact message for eager CPU tensors and in ``"full"`` validation mode, a
+    device-side assert (no host synchronisation) on accelerators and while ``torch.compile``
+    traces. Meant for data (labels, statistics); model outputs are not checked (their NaN/Inf
+    propagate to a non-finite loss, as in torch).
+    """
     if x.numel() == 0 or not (x.is_floating_point() or x.is_complex()):
+        return x
+    if not host_value_checks(x):
+        assert_values(torch.isfinite(x.detach()).all(), f"{name} must be finite")
         return x
     # fast path: min/max propagate NaN and expose +-inf; two reductions without allocating the
     # boolean mask that isfinite().all() needs (20x faster on 1M elements)
@@ -207,14 +246,79 @@ def check_choice(value, name: str, choices: Iterable) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+_COUNTS_CACHE: "dict" = {}
+_COUNTS_CACHE_SIZE = 64
+
+
+def _counts_key(obj, device, tag):
+    """A cache key for host-side data (sequences, numpy arrays, tensors on another device)."""
+    if isinstance(obj, Tensor):
+        # identity plus version counter: an in-place update of the user's tensor is a new key
+        return ("tensor", id(obj), obj._version, str(device), tag)
+    if isinstance(obj, (list, tuple)):
+        try:
+            key = ("seq", tuple(obj), str(device), tag)
+            hash(key)
+            return key
+        except TypeError:
+            return None
+    tobytes = getattr(obj, "tobytes", None)
+    if tobytes is not None and hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        return ("array", str(obj.dtype), tuple(obj.shape), tobytes(), str(device), tag)
+    return None
+
+
 def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name: str = "class_counts",
                        allow_zero: bool = False, device=None) -> Tensor:
-    """Validate per-class training counts and return them as a float64 1-D tensor.
+    """Validate per-class training counts and return them as a float64 1-D tensor on ``device``.
 
     Accepts a tensor, a numpy array or a sequence. Counts must be finite, non-negative, positive
     unless ``allow_zero`` (a zero count makes ``log pi_c = -inf``), and of length ``num_classes``
     when given.
+
+    Host data (a sequence, an array, or a tensor on another device than ``device``) is validated
+    on the host and converted once per device: the result is cached (keyed by the content, or a
+    tensor's identity and version, and the device), so a functional loss called every step with
+    the same ``class_counts`` list makes no host->device copy after the first call. A tensor
+    already on ``device`` (a module's buffer) is used as is; its value checks follow
+    :func:`host_value_checks` (exact ``ValueError`` on eager CPU, device-side asserts on CUDA and
+    while compiling).
     """
+    if device is not None:
+        device = torch.device(device)
+    on_device = isinstance(class_counts, Tensor) and (device is None or class_counts.device == device)
+    if on_device or _compiling():
+        if not isinstance(class_counts, Tensor):
+            # traced: the sequence is a compile-time constant of the graph
+            class_counts = torch.as_tensor(class_counts, dtype=torch.float64, device=device)
+        return _validated_counts(class_counts, num_classes, name, allow_zero, device)
+    return cached_on_device(class_counts, device, ("counts", num_classes, allow_zero, name),
+                            lambda c: _validated_counts(c, num_classes, name, allow_zero, None))
+
+
+def cached_on_device(obj, device, tag, build) -> Tensor:
+    """``build(obj)`` (host-side validation and conversion, returning a CPU tensor) moved to
+    ``device``, computed once per (content of ``obj``, ``device``, ``tag``) and cached.
+
+    ``obj`` is a sequence, a numpy array or a tensor (keyed by identity and version counter); an
+    unhashable ``obj`` is simply not cached. Callers must not modify the returned tensor.
+    """
+    key = _counts_key(obj, device, tag)
+    hit = _COUNTS_CACHE.get(key) if key is not None else None
+    if hit is not None and (hit[0] is None or hit[0]() is obj):
+        return hit[1]
+    out = build(obj)
+    if device is not None:
+        out = out.to(device=device)
+    if key is not None:
+        ref = weakref.ref(obj) if isinstance(obj, Tensor) else None
+        if len(_COUNTS_CACHE) >= _COUNTS_CACHE_SIZE:
+            _COUNTS_CACHE.pop(next(iter(_COUNTS_CACHE)))
+        _COUNTS_CACHE[key] = (ref, out)
+    return out
+
+
+def _validated_counts(class_counts, num_classes, name, allow_zero, device) -> Tensor:
     if isinstance(class_counts, Tensor):
         counts = class_counts.detach()
     else:
@@ -231,6 +335,11 @@ def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name:
     counts = counts.to(dtype=torch.float64, device=device)
     if num_classes is not None and counts.numel() != num_classes:
         raise ValueError(f"{name} must have one entry per class ({num_classes}), got {counts.numel()}")
+    if not host_value_checks(counts):
+        ok = torch.isfinite(counts) & ((counts >= 0) if allow_zero else (counts > 0))
+        assert_values(ok.all() & (counts.sum() > 0), f"{name} must be finite and "
+                      f"{'non-negative' if allow_zero else 'positive'}, and not all zero")
+        return counts
     check_finite(counts, name)
     if bool((counts < 0).any()):
         i = int((counts < 0).nonzero()[0])
@@ -246,15 +355,27 @@ def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name:
 
 def check_class_indices(target, num_classes: int, name: str = "target", *,
                         ignore_index: Optional[int] = None) -> Tensor:
-    """Raise unless ``target`` holds integer class indices in ``[0, num_classes)`` (or ``ignore_index``)."""
+    """Raise unless ``target`` holds integer class indices in ``[0, num_classes)`` (or ``ignore_index``).
+
+    The range is a value check (see :func:`host_value_checks`): exact message on eager CPU and in
+    ``"full"`` mode, a device-side assert on accelerators and while compiling.
+    """
     check_tensor(target, name)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices (int64), got dtype {target.dtype}")
+    if target.numel() == 0:
+        return target
     t = target.detach()
+    extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+    if not host_value_checks(t):
+        bad = (t < 0) | (t >= num_classes)
+        if ignore_index is not None:
+            bad = bad & (t != ignore_index)
+        assert_values(~bad.any(), f"{name} must be class indices in [0, {num_classes - 1}]{extra}")
+        return target
     valid = t if ignore_index is None else t[t != ignore_index]
     if valid.numel() and (bool((valid < 0).any()) or bool((valid >= num_classes).any())):
         bad = valid[(valid < 0) | (valid >= num_classes)][0].item()
-        extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
         raise ValueError(f"{name} must be class indices in [0, {num_classes - 1}]{extra}, got {bad}")
     return target
 

@@ -48,13 +48,18 @@ def get_rank() -> int:
 
 
 def gather_sizes(n: int, device=None) -> List[int]:
-    """Every rank's local length ``n`` (``[n]`` outside distributed)."""
+    """Every rank's local length ``n`` (``[n]`` outside distributed).
+
+    The sizes must be known on the host (they shape the gathered tensor), so this is the one
+    host synchronisation of a variable-size gather: a fill kernel rather than a host->device
+    copy, and one read of all sizes rather than one per rank.
+    """
     if not is_dist_initialized():
         return [int(n)]
-    t = torch.tensor([int(n)], dtype=torch.int64, device=device)
-    out = [torch.zeros_like(t) for _ in range(get_world_size())]
-    dist.all_gather(out, t)
-    return [int(x.item()) for x in out]
+    t = torch.full((1,), int(n), dtype=torch.int64, device=device)
+    out = torch.zeros(get_world_size(), dtype=torch.int64, device=t.device)
+    dist.all_gather(list(out.chunk(get_world_size())), t)
+    return [int(x) for x in out.tolist()]
 
 
 def _gather(tensor: Tensor, sizes: List[int]) -> Tensor:

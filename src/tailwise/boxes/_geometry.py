@@ -20,7 +20,7 @@ from typing import NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from .._validation import check_floating, check_same_shape
+from .._validation import assert_values, check_floating, check_same_shape, host_value_checks
 
 __all__ = ["BOX_FORMATS", "box_convert", "to_xyxy", "check_boxes", "check_pair", "pair_terms",
            "PairTerms", "DEFAULT_EPS"]
@@ -79,15 +79,26 @@ def _index(flat_idx: int, shape) -> object:
     return tuple(reversed(idx))
 
 
-def check_boxes(boxes, name: str, box_format: str, validate: bool = True) -> Tensor:
+def check_boxes(boxes, name: str, box_format: str, validate: bool = True, *, finite: bool = True) -> Tensor:
     """Validate ``(..., 4)`` boxes and return them in ``xyxy``.
 
     The common (valid) case costs two fused reductions; the exact first bad index is only searched
-    for when something is wrong.
+    for when something is wrong. On accelerators and while compiling (see
+    :func:`tailwise._validation.host_value_checks`) the check is a device-side assert instead:
+    inverted boxes fail it, a NaN does not (it propagates to a NaN loss, like a NaN logit);
+    ``finite`` also asserts finiteness (set for targets: labels are data, never NaN).
     """
     check_floating(boxes, name, last_dim=4)
     xyxy = to_xyxy(boxes, box_format)
     if not validate or boxes.numel() == 0:
+        return xyxy
+    if not host_value_checks(boxes):
+        x = xyxy.detach()
+        ok = (~(x[..., 2:] < x[..., :2])).all()
+        if finite:
+            ok = ok & torch.isfinite(x).all()
+        assert_values(ok, f"{name} must hold finite boxes with x2 >= x1 and y2 >= y1 ({box_format!r} format); "
+                          f"pass validate=False to skip this check")
         return xyxy
     b = boxes.detach()
     if not bool(torch.isfinite(b).all()):
@@ -112,7 +123,7 @@ def check_pair(input, target, box_format: str, validate: bool) -> Tuple[Tensor, 
     check_floating(input, "input", last_dim=4)
     check_floating(target, "target", last_dim=4)
     check_same_shape(input, target, "input", "target")
-    p = check_boxes(input, "input", box_format, validate)
+    p = check_boxes(input, "input", box_format, validate, finite=False)
     t = check_boxes(target, "target", box_format, validate)
     if t.dtype != p.dtype:
         dtype = torch.promote_types(p.dtype, t.dtype)

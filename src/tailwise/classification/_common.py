@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from .._reduction import reduce_loss
-from .._validation import check_class_counts, check_class_indices, check_floating, check_reduction, check_weight
+from .._validation import (assert_values, cached_on_device, check_class_counts, check_class_indices, check_floating,
+                           check_reduction, check_weight, host_value_checks)
 
 __all__: list = []
 
@@ -53,25 +54,57 @@ def class_view(vec: Tensor, input: Tensor) -> Tensor:
 
 
 def log_prior(class_counts, num_classes: int, *, like: Tensor) -> Tensor:
-    """``log pi_c`` as a ``(C,)`` tensor in ``like``'s dtype/device (computed in float64)."""
-    counts = check_class_counts(class_counts, num_classes)
-    return torch.log(counts / counts.sum()).to(dtype=like.dtype, device=like.device)
+    """``log pi_c`` as a ``(C,)`` tensor in ``like``'s dtype/device (computed in float64).
+
+    ``class_counts`` given as host data is converted once per device (see
+    :func:`tailwise._validation.check_class_counts`): no host->device copy per call.
+    """
+    counts = check_class_counts(class_counts, num_classes, device=like.device)
+    return torch.log(counts / counts.sum()).to(dtype=like.dtype)
+
+
+def from_counts(class_counts, num_classes: int, like: Tensor, tag, fn) -> Tensor:
+    """``fn(counts)`` of validated float64 ``(C,)`` counts, as a tensor in ``like``'s dtype/device.
+
+    Per-class weights derived from ``class_counts`` (priors, IIF or class-balanced weights) are
+    computed where the counts live when they already are a tensor on ``like``'s device (a
+    module's buffer) or while compiling; host data is turned into weights on the host once per
+    device and cached (``tag`` names the derivation and its hyper-parameters).
+    """
+    if (isinstance(class_counts, Tensor) and class_counts.device == like.device) or torch.compiler.is_compiling():
+        return fn(check_class_counts(class_counts, num_classes, device=like.device)).to(dtype=like.dtype)
+    return cached_on_device(class_counts, like.device, ("from_counts", tag, num_classes, like.dtype),
+                            lambda c: fn(check_class_counts(c, num_classes)).to(dtype=like.dtype))
 
 
 def check_per_class(vec, num_classes: int, name: str, *, like: Tensor) -> Tensor:
-    """A per-class vector (tensor or sequence) of length C, finite and non-negative."""
+    """A per-class vector (tensor or sequence) of length C, finite and non-negative.
+
+    A tensor on ``like``'s device (a module's buffer) is checked where it lives (exact message on
+    eager CPU, device-side assert on accelerators and while compiling); host data is validated on
+    the host and converted once per device (cached).
+    """
     if isinstance(vec, (int, float)) and not isinstance(vec, bool):
         raise TypeError(f"{name} must be a per-class sequence or 1-D tensor of length {num_classes}, "
                         f"got the scalar {vec!r}")
+    if (isinstance(vec, Tensor) and vec.device == like.device) or torch.compiler.is_compiling():
+        return _per_class(vec, num_classes, name, like.device).to(dtype=like.dtype)
+    return cached_on_device(vec, like.device, ("per_class", name, num_classes, like.dtype),
+                            lambda v: _per_class(v, num_classes, name, None).to(dtype=like.dtype))
+
+
+def _per_class(vec, num_classes: int, name: str, device) -> Tensor:
     try:
-        t = torch.as_tensor(vec.detach() if isinstance(vec, Tensor) else vec, dtype=torch.float64)
+        t = torch.as_tensor(vec.detach() if isinstance(vec, Tensor) else vec, dtype=torch.float64, device=device)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError(f"{name} must be a per-class sequence or 1-D tensor, got {type(vec).__name__}") from exc
     if t.dim() != 1 or t.numel() != num_classes:
         raise ValueError(f"{name} must have shape ({num_classes},) (one entry per class), got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+    if not host_value_checks(t):
+        assert_values(torch.isfinite(t) & (t >= 0), f"{name} must be finite and non-negative")
+    elif not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
         raise ValueError(f"{name} must be finite and non-negative, got {t.tolist()}")
-    return t.to(dtype=like.dtype, device=like.device)
+    return t
 
 
 def masked_reduce(loss: Tensor, reduction: str, sample_weight: Optional[Tensor], valid: Optional[Tensor],
@@ -88,5 +121,7 @@ def masked_reduce(loss: Tensor, reduction: str, sample_weight: Optional[Tensor],
         denom = denom_weight.sum() if valid is None else (denom_weight * valid).sum()
     else:
         denom = valid.sum()
-    # an all-ignored batch gives 0 (with grad_fn), not the 0/0 = nan of F.cross_entropy
-    return total / denom.to(total.dtype).clamp_min(1e-12) if bool(denom > 0) else total * 0.0
+    # an all-ignored batch gives 0 (with grad_fn), not the 0/0 = nan of F.cross_entropy; chosen
+    # on the device (no host read of denom), and a NaN total stays NaN in both branches
+    denom = denom.to(total.dtype)
+    return torch.where(denom > 0, total / denom.clamp_min(1e-12), total * 0.0)

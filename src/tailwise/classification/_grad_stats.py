@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
-from .._validation import check_class_indices, check_floating
+from .._validation import check_class_indices, check_floating, host_selection
 from ..distributed import all_reduce_sum
 
 __all__: list = []  # private helpers of the equalization losses
@@ -52,18 +53,48 @@ def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[
     return n, c
 
 
-def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor], ignore_index: Optional[int]):
-    """Remove rows whose label is ``ignore_index`` (as ``F.cross_entropy`` skips them).
+# logit magnitude that makes an ignored row contribute exactly nothing (see drop_ignored)
+_NEUTRAL_LOGIT = 1e4
 
-    Returns ``(input, target, sample_weight, keep)`` where ``keep`` is the boolean row mask, or ``None``
-    when nothing was removed (no copy then). Only integer ``(N,)`` targets carry ignored labels;
-    anything else is returned untouched for the usual validation to judge.
+
+class MaskedRows:
+    """The rows kept by :func:`drop_ignored` when they are masked in place instead of removed."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self, keep: Tensor) -> None:
+        self.keep = keep
+
+
+def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor], ignore_index: Optional[int]):
+    """Take the rows whose label is ``ignore_index`` out of the loss (as ``F.cross_entropy`` skips them).
+
+    Returns ``(input, target, sample_weight, keep)``; pass ``keep`` to :func:`restore_rows` with the loss.
+
+    * Eager CPU (and ``"full"`` validation): the rows are removed; ``keep`` is the boolean row
+      mask, or ``None`` when nothing was removed (no copy then).
+    * CUDA and while compiling: removing rows needs their number on the host (a synchronisation,
+      and a data-dependent shape that ``torch.compile(fullgraph=True)`` cannot trace), so they
+      are neutralised in place instead: an ignored row's logits become ``+B`` at a valid label
+      and ``-B`` elsewhere (``B = 1e4``), for which softmax cross-entropy, sigmoid BCE and the
+      focal terms are exactly 0, as are their gradients and the EQL gradient statistics;
+      ``torch.where`` keeps the gradient of the original logits at 0. ``keep`` is then a
+      :class:`MaskedRows` and :func:`restore_rows` fixes the mean's denominator.
+
+    Only integer ``(N,)`` targets carry ignored labels; anything else is returned untouched for
+    the usual validation to judge.
     """
     if (ignore_index is None or not isinstance(target, Tensor) or not isinstance(input, Tensor)
             or target.dim() != 1 or target.is_floating_point() or target.dtype == torch.bool
             or input.dim() != 2 or input.shape[0] != target.shape[0]):
         return input, target, sample_weight, None
     keep = target != ignore_index
+    if not host_selection(target, input):
+        safe = torch.where(keep, target, torch.zeros_like(target))
+        if input.shape[1] > 0:
+            neutral = F.one_hot(safe.long(), input.shape[1]).to(input.dtype) * (2 * _NEUTRAL_LOGIT) - _NEUTRAL_LOGIT
+            input = torch.where(keep.unsqueeze(1), input, neutral)
+        return input, safe, sample_weight, MaskedRows(keep)
     if bool(keep.all()):
         return input, target, sample_weight, None
     if isinstance(sample_weight, Tensor) and sample_weight.dim() >= 1 and sample_weight.shape[0] == target.shape[0]:
@@ -71,8 +102,20 @@ def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor],
     return input[keep], target[keep], sample_weight, keep
 
 
-def restore_rows(loss: Tensor, keep: Optional[Tensor], reduction: str) -> Tensor:
-    """For ``reduction="none"``, put the kept rows' losses back at their places (0 for ignored rows)."""
+def restore_rows(loss: Tensor, keep, reduction: str) -> Tensor:
+    """Undo :func:`drop_ignored` on the reduced loss.
+
+    Removed rows: for ``reduction="none"`` put the kept rows' losses back at their places (0 for
+    ignored rows). Masked rows: ``"none"`` zeroes the ignored rows, ``"mean"`` (computed over all
+    ``N`` rows, the ignored ones contributing 0) is rescaled to the mean over the kept rows.
+    """
+    if isinstance(keep, MaskedRows):
+        k = keep.keep
+        if reduction == "none":
+            return torch.where(k, loss, torch.zeros_like(loss))
+        if reduction == "mean":
+            return loss * (k.shape[0] / k.sum().clamp_min(1).to(loss.dtype))
+        return loss
     if keep is None or reduction != "none":
         return loss
     return loss.new_zeros(keep.shape[0]).masked_scatter(keep, loss)

@@ -14,17 +14,21 @@ from .._validation import _check_number, check_class_counts, check_probability, 
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, is_soft_target
+from ._common import check_index_target, check_logits, is_soft_target, from_counts
 
 __all__ = ["bal_bce_loss", "BalBCELoss"]
 
 
 def _sigmoid_prior_bias(class_counts, num_classes: int, like: Tensor) -> Tensor:
-    counts = check_class_counts(class_counts, num_classes)
     if num_classes < 2:
+        check_class_counts(class_counts, num_classes)  # the length error first, if that is the problem
         raise ValueError("bal_bce needs at least 2 classes (log(1 - pi) is -inf for a single class)")
-    pi = counts / counts.sum()
-    return (torch.log(pi) - torch.log1p(-pi)).to(dtype=like.dtype, device=like.device)
+
+    def bias(counts: Tensor) -> Tensor:
+        pi = counts / counts.sum()
+        return torch.log(pi) - torch.log1p(-pi)
+
+    return from_counts(class_counts, num_classes, like, "bal_bce", bias)
 
 
 @float32_compute_unless_kernel("bal_bce")

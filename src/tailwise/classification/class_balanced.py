@@ -15,7 +15,7 @@ from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.softmax_ce import softmax_cross_entropy, uses_kernel
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, masked_reduce
+from ._common import check_index_target, check_logits, from_counts, masked_reduce
 
 __all__ = ["class_balanced_weights", "class_balanced_loss", "ClassBalancedLoss"]
 
@@ -83,7 +83,10 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     if not (uses_kernel(input) if op == "softmax_ce" else _sig.uses_kernel(op, input)):
         input = upcast(input)  # 16-bit logits stay 16-bit only for a kernel that reads them
     cdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
-    cb = class_balanced_weights(check_class_counts(class_counts, C), beta).to(cdt).to(input.device)
+    beta = check_probability(beta, "beta", open_high=True)
+    # host class_counts: weights computed once per device (cached), no host->device copy per call
+    cb = from_counts(class_counts, C, input.new_empty(0, dtype=cdt), ("class_balanced", beta),
+                     lambda n: class_balanced_weights(n, beta))
     if loss_type == "softmax":
         check_index_target(input, target, ignore_index=ignore_index)
         target = target.long()

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._base import Loss
 from .._reduction import rejects_weight
-from .._validation import check_nonnegative
+from .._validation import assert_values, cached_on_device, check_nonnegative, host_value_checks
 from ..registry import register_loss
 from ._common import check_logits, masked_reduce
 from .cross_entropy import cross_entropy_loss
@@ -30,7 +30,10 @@ def _check_accuracies(per_class_acc, num_classes: Optional[int] = None) -> Tenso
     if acc.dim() != 1 or acc.numel() == 0 or (num_classes is not None and acc.numel() != num_classes):
         want = f"({num_classes},)" if num_classes is not None else "(C,)"
         raise ValueError(f"per_class_acc must have shape {want} (one accuracy per class), got shape {tuple(acc.shape)}")
-    if not bool(torch.isfinite(acc).all()) or bool((acc < 0).any()) or bool((acc > 1).any()):
+    if not host_value_checks(acc):
+        assert_values(torch.isfinite(acc) & (acc >= 0) & (acc <= 1),
+                      "per_class_acc must be finite accuracies in [0, 1]")
+    elif not bool(torch.isfinite(acc).all()) or bool((acc < 0).any()) or bool((acc > 1).any()):
         raise ValueError(f"per_class_acc must be finite accuracies in [0, 1] (a class without held-out samples "
                          f"needs a value, e.g. its previous accuracy), got {acc.tolist()}")
     return acc
@@ -51,14 +54,21 @@ def difficulty_weights(per_class_acc, tau: Union[float, str] = 1.0) -> Tensor:
         tensor([0.1875, 0.9375, 1.8750], dtype=torch.float64)
     """
     acc = _check_accuracies(per_class_acc)
+    host = host_value_checks(acc)
     if tau == "dynamic":
-        bias = float(acc.max()) / (float(acc.min()) + _DYNAMIC_EPS)
-        tau = 1.0 / (1.0 + math.exp(-bias))
+        if host:
+            bias = float(acc.max()) / (float(acc.min()) + _DYNAMIC_EPS)
+            tau = 1.0 / (1.0 + math.exp(-bias))
+        else:  # the same on the device, without reading acc on the host
+            tau = torch.sigmoid(acc.max() / (acc.min() + _DYNAMIC_EPS))
     elif isinstance(tau, str):
         raise ValueError(f"tau must be a number >= 0 or 'dynamic', got {tau!r}")
-    tau = check_nonnegative(tau, "tau")
+    else:
+        tau = check_nonnegative(tau, "tau")
     w = (1.0 - acc).pow(tau)
     s = w.sum()
+    if not host:
+        return torch.where(s > 0, w / s.clamp_min(torch.finfo(s.dtype).tiny) * acc.numel(), torch.ones_like(acc))
     if not bool(s > 0):
         return torch.ones_like(acc)
     return w / s * acc.numel()
@@ -92,9 +102,12 @@ def difficulty_loss(input: Tensor, target: Tensor, per_class_acc, *, tau: Union[
         tensor(0.8989)
     """
     check_logits(input)
-    acc = _check_accuracies(per_class_acc, input.shape[1])
-    w = difficulty_weights(acc, tau).to(device=input.device, dtype=input.dtype if input.is_floating_point()
-                                         else torch.float32)
+    dtype = input.dtype if input.is_floating_point() else torch.float32
+    if (isinstance(per_class_acc, Tensor) and per_class_acc.device == input.device) or torch.compiler.is_compiling():
+        w = difficulty_weights(_check_accuracies(per_class_acc, input.shape[1]), tau).to(dtype=dtype)
+    else:  # host data: weights computed on the host once per device (cached), no copy per call
+        w = cached_on_device(per_class_acc, input.device, ("difficulty", tau, input.shape[1], dtype),
+                             lambda a: difficulty_weights(_check_accuracies(a, input.shape[1]), tau).to(dtype=dtype))
     return _class_weighted_ce(input, target, w, int(ignore_index), bool(normalize_by_weight), reduction, sample_weight)
 
 

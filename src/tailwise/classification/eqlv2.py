@@ -34,8 +34,9 @@ def eqlv2_weights(pos_grad: Optional[Tensor], neg_grad: Optional[Tensor], gamma:
     if pos_grad is None:
         if num_classes is None:
             raise ValueError("num_classes is needed when pos_grad/neg_grad are None")
-        ones = torch.ones(num_classes, dtype=dtype, device=device)
-        return ones, ones
+        # two tensors, not one twice: autograd.Function inputs must be distinct under torch.compile
+        return (torch.ones(num_classes, dtype=dtype, device=device),
+                torch.ones(num_classes, dtype=dtype, device=device))
     ratio = pos_grad / (neg_grad + _RATIO_EPS)
     neg_w = torch.sigmoid(gamma * (ratio - mu))  # == 1 / (1 + exp(-gamma (g - mu))), overflow-safe
     pos_w = 1.0 + alpha * (1.0 - neg_w)

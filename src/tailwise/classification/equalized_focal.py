@@ -10,7 +10,8 @@ from torch import Tensor
 
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_floating, check_nonnegative, check_positive, check_reduction
+from .._validation import (assert_values, check_floating, check_nonnegative, check_positive, check_reduction,
+                           host_value_checks)
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.sigmoid_family import efl_terms as _terms
@@ -99,7 +100,10 @@ def _targets(input, target, dense: bool = True):
         if target.shape != input.shape:
             raise ValueError(f"target must be class indices (N,) or a 0/1 matrix with input's shape "
                              f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
-        if bool(((target != 0) & (target != 1)).any()):
+        binary = (target == 0) | (target == 1)
+        if not host_value_checks(target):
+            assert_values(binary, "target given as a matrix must hold only 0 and 1")
+        elif not bool(binary.all()):
             raise ValueError("target given as a matrix must hold only 0 and 1")
         return target.to(_like(input).dtype), input.shape[1]
     n, c = check_logits_target(input, target)

@@ -18,7 +18,7 @@ from .._base import Loss
 from .._precision import upcast
 from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
-from .._validation import _check_number, check_nonnegative, check_same_shape
+from .._validation import _check_number, check_nonnegative, check_same_shape, host_selection
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.softmax_ce import softmax_cross_entropy
@@ -74,7 +74,8 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
     C = input.shape[1]
     target = target.long()
     valid = target != ignore_index
-    has_ignored = not bool(valid.all())
+    # reading valid.all() on the host would synchronise on CUDA; there the mask is always passed
+    has_ignored = not bool(valid.all()) if host_selection(target) else True
     a = _alpha_vector(alpha, C, input if input.dtype not in (torch.float16, torch.bfloat16)
                       else input.new_empty(0, dtype=torch.float32))
     loss = softmax_cross_entropy(input, target, None, None, a, gamma, 0.0, ignore_index, focal=True)

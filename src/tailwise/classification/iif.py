@@ -9,11 +9,12 @@ from torch import Tensor
 
 from .._base import Loss
 from .._precision import upcast
-from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
+from .._validation import (assert_values, check_choice, check_class_counts, check_nonnegative, check_probability,
+                           host_value_checks)
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.softmax_ce import uses_kernel
 from ..registry import register_loss
-from ._common import check_logits, class_view, is_soft_target
+from ._common import check_logits, class_view, from_counts, is_soft_target
 from .cross_entropy import cross_entropy_loss, index_cross_entropy
 
 __all__ = ["IIF_VARIANTS", "iif_weights", "iif_loss", "IIFLoss"]
@@ -64,7 +65,10 @@ def iif_weights(class_counts, variant: str = "raw", norm: float = 0.0) -> Tensor
         w = torch.log2(total / n)
     else:
         w = torch.log10(total / n)
-    if not bool(torch.isfinite(w).all()):
+    if not host_value_checks(w):
+        assert_values(torch.isfinite(w), f"iif_weights variant {variant!r} is not finite for class_counts with a "
+                                         f"class holding all samples; use variant='smooth'")
+    elif not bool(torch.isfinite(w).all()):
         raise ValueError(f"iif_weights variant {variant!r} is not finite for class_counts with a class holding "
                          f"all samples; use variant='smooth'")
     if norm > 0:
@@ -88,7 +92,12 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
         >>> loss = tailwise.functional.iif_loss(z, y, [500, 50, 5], variant="smooth")
     """
     check_logits(input)
-    w = iif_weights(check_class_counts(class_counts, input.shape[1]), variant, norm)
+    check_choice(variant, "variant", IIF_VARIANTS)
+    norm = check_nonnegative(norm, "norm")
+    # weights in the compute dtype (float32 for 16-bit logits bound for the kernel)
+    wdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    w = from_counts(class_counts, input.shape[1], input.new_empty(0, dtype=wdt), ("iif", variant, norm),
+                    lambda n: iif_weights(n, variant, norm))
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight)
 
 

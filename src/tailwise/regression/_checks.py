@@ -7,7 +7,8 @@ from typing import Tuple, Union
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_floating, check_same_shape
+from .._validation import (assert_values, cached_on_device, check_finite, check_floating, check_same_shape,
+                           host_value_checks)
 
 SigmaLike = Union[float, int, Tensor]
 
@@ -43,20 +44,45 @@ def as_sigma(value: SigmaLike, name: str, like: Tensor) -> Tensor:
                              f"got shape {tuple(value.shape)}")
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-        v = float(value.detach().reshape(()))
-        if not v > 0 or v != v or v == float("inf"):
-            raise ValueError(f"{name} must be a finite number > 0, got {v}")
+        if host_value_checks(value):
+            v = float(value.detach().reshape(()))
+            if not v > 0 or v != v or v == float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0, got {v}")
+        else:
+            v = value.detach().reshape(())
+            assert_values((v > 0) & torch.isfinite(v), f"{name} must be a finite number > 0")
         return value.reshape(()).to(like.dtype)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
     v = float(value)
     if not v > 0 or v == float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
-    return torch.tensor(v, dtype=like.dtype, device=like.device)
+    # a fill kernel, not a host->device copy of a Python scalar (that one synchronises on CUDA)
+    return torch.full((), v, dtype=like.dtype, device=like.device)
 
 
 def as_stat(x, name: str, like: Tensor) -> Tensor:
-    """A floating tensor of statistics (GMM / bin parameters) on ``like``'s device and dtype."""
+    """A floating tensor of statistics (GMM / bin parameters) on ``like``'s device and dtype.
+
+    A tensor already on that device (a module's buffer) is checked in place (finite: exact
+    message on eager CPU, device-side assert otherwise); host data (sequences, arrays, tensors
+    elsewhere) is validated on the host and converted once per device (cached).
+    """
+    if isinstance(x, Tensor) and (x.device == like.device or _traced()):
+        if not x.is_floating_point():
+            x = x.to(torch.float64)
+        check_finite(x, name)
+        return x.to(device=like.device, dtype=like.dtype)
+    if _traced():
+        return _host_stat(x, name).to(device=like.device, dtype=like.dtype)
+    return cached_on_device(x, like.device, ("stat", name, like.dtype), lambda v: _host_stat(v, name).to(like.dtype))
+
+
+def _traced() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _host_stat(x, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         try:
             x = torch.as_tensor(x, dtype=torch.float64)
@@ -66,10 +92,13 @@ def as_stat(x, name: str, like: Tensor) -> Tensor:
     if not x.is_floating_point():
         x = x.to(torch.float64)
     check_finite(x, name)
-    return x.to(device=like.device, dtype=like.dtype)
+    return x
 
 
 def check_all_positive(x: Tensor, name: str) -> None:
+    if not host_value_checks(x):
+        assert_values(x.detach() > 0, f"{name} must be strictly positive")
+        return
     bad = ~(x.detach() > 0)
     if bool(bad.any()):
         i = tuple(int(j) for j in bad.nonzero()[0])

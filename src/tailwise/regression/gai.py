@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .._base import Loss
 from .._precision import float32_compute
 from .._reduction import reduce_loss
-from .._validation import check_positive
+from .._validation import assert_values, check_positive, host_value_checks
 from ..registry import register_loss
 from ._checks import SigmaLike, as_rows, as_sigma, as_stat, check_all_positive
 from .gmm import fit_gmm
@@ -39,7 +39,9 @@ def _gmm_spectrum(means: Tensor, variances: Tensor, weights: Tensor, d: int
         return means, variances, None, weights
     if variances.shape == (k, d, d):
         lam, rot = torch.linalg.eigh(variances)
-        if not bool((lam.detach() > 0).all()):
+        if not host_value_checks(lam):
+            assert_values(lam.detach() > 0, "variances must be positive definite covariance matrices")
+        elif not bool((lam.detach() > 0).all()):
             raise ValueError(f"variances must be positive definite covariance matrices, got an "
                              f"eigenvalue {lam.detach().min().item():.4g}")
         return means, lam, rot, weights

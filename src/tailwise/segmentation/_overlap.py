@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from .._probabilities import check_probabilities
-from .._validation import check_choice, check_class_indices, check_floating, check_tensor
+from .._validation import (assert_values, check_choice, check_class_indices, check_floating, check_tensor,
+                           host_selection, host_value_checks)
 from ..kernels import dispatch
 from ..kernels.overlap import _IndexStats  # noqa: F401 - its old home; re-exported
 
@@ -113,11 +114,14 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         m = None
         if ignore_index is not None:
             keep = y != ignore_index
-            if not bool(keep.all()):
+            if not host_selection(y) or not bool(keep.all()):
                 m = keep.to(x.dtype)
                 y = y * m
         bad = (y < 0) | (y > 1)
-        if bool(bad.any()):
+        if not host_value_checks(y):
+            assert_values(~bad.any(), f"target (one-hot / soft labels) must be in [0, 1] or equal "
+                                      f"ignore_index={ignore_index}")
+        elif bool(bad.any()):
             raise ValueError(f"target (one-hot / soft labels) must be in [0, 1] or equal ignore_index="
                              f"{ignore_index}, got {y[bad][0].item()}")
 
@@ -158,7 +162,10 @@ def reduce_classes(per_class: Tensor, class_weight: Optional[Tensor], include_ba
         if class_weight.numel() != c:
             raise ValueError(f"class_weight must have one entry per class ({c}), got shape "
                              f"{tuple(class_weight.shape)}")
-        if bool((class_weight < 0).any()) or not bool(class_weight.sum() > 0):
+        if not host_value_checks(class_weight):
+            assert_values((class_weight >= 0).all() & (class_weight.sum() > 0),
+                          "class_weight must be non-negative with a positive sum")
+        elif bool((class_weight < 0).any()) or not bool(class_weight.sum() > 0):
             raise ValueError("class_weight must be non-negative with a positive sum")
         w = class_weight.to(per_class.dtype)
     else:

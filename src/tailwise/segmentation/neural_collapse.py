@@ -12,8 +12,9 @@ from torch import Tensor
 from .._base import Loss
 from .._precision import float32_compute
 from .._validation import (check_class_counts, check_class_indices, check_floating, check_positive,
-                           check_probability, check_reduction, check_tensor)
+                           check_probability, check_reduction, check_tensor, host_selection)
 from ..distributed import all_gather_with_grad, all_reduce_sum, is_dist_initialized
+from ..kernels._dispatch import _constant_under_compile
 from ..registry import register_loss
 
 __all__ = ["simplex_etf", "neural_collapse_loss", "NeuralCollapseLoss"]
@@ -52,17 +53,50 @@ def simplex_etf(num_classes: int, dim: int, seed: int = 0, *, dtype: torch.dtype
 
 
 def _class_sums(features: Tensor, target: Tensor, num_classes: int, ignore_index: Optional[int]):
+    """Per-class feature sums ``(K, D)`` and pixel counts ``(K,)``; ignored pixels are masked (not
+    removed: no data-dependent shapes, so no host sync and a traceable graph). Eager CPU skips
+    the masking when nothing is ignored."""
     n, d = features.shape[:2]
     f = features.reshape(n, d, math.prod(features.shape[2:])).transpose(1, 2).reshape(-1, d)  # (N*L, D)
-    t = target.reshape(-1)
-    if ignore_index is not None:
+    t = target.reshape(-1).long()
+    ones = f.new_ones(t.shape)
+    if ignore_index is not None and (not host_selection(t) or not bool((t != ignore_index).all())):
         keep = t != ignore_index
-        if not bool(keep.all()):
-            f, t = f[keep], t[keep]
-    t = t.long()
+        t = torch.where(keep, t, torch.zeros_like(t))
+        f = torch.where(keep.unsqueeze(1), f, torch.zeros_like(f))  # where, not *: a NaN there stays out
+        ones = keep.to(f.dtype)
     sums = f.new_zeros(num_classes, d).index_add(0, t, f)
-    counts = torch.bincount(t, minlength=num_classes).to(f.dtype)
+    # index_add, not bincount: bincount reads the maximum label on the host (a sync on CUDA)
+    counts = f.new_zeros(num_classes).index_add(0, t, ones)
     return sums, counts
+
+
+_ETF_CACHE: dict = {}
+
+
+def _etf_host(num_classes: int, dim: int, seed: int) -> Tensor:
+    """The float64 CPU frame of :func:`simplex_etf`, built once per (K, D, seed)."""
+    key = (num_classes, dim, int(seed))
+    if key not in _ETF_CACHE:
+        if len(_ETF_CACHE) >= 16:
+            _ETF_CACHE.pop(next(iter(_ETF_CACHE)))
+        _ETF_CACHE[key] = simplex_etf(num_classes, dim, seed, dtype=torch.float64)
+    return _ETF_CACHE[key]
+
+
+# while torch.compile traces, the seeded frame is a constant of the graph (its CPU generator
+# cannot be traced); it is computed at trace time. The marker is torch.compiler's
+# assume_constant_result, set without importing torch._dynamo when tailwise is imported.
+_etf_traced = _constant_under_compile(_etf_host)
+
+
+def _default_etf(num_classes: int, dim: int, seed: int, like: Tensor) -> Tensor:
+    if torch.compiler.is_compiling():
+        return _etf_traced(num_classes, dim, seed).to(dtype=like.dtype, device=like.device)
+    key = (num_classes, dim, int(seed), like.dtype, str(like.device))
+    if key not in _ETF_CACHE:  # converted once per device and dtype: no host->device copy per call
+        _ETF_CACHE[key] = _etf_host(num_classes, dim, seed).to(dtype=like.dtype, device=like.device)
+    return _ETF_CACHE[key]
 
 
 @float32_compute
@@ -129,7 +163,7 @@ def neural_collapse_loss(features: Tensor, target: Tensor, num_classes: int, *, 
     scale = check_positive(scale, "scale")
     eps = check_probability(label_smoothing, "label_smoothing", open_high=True)
     if etf is None:
-        etf = simplex_etf(num_classes, d, seed, dtype=features.dtype, device=features.device)
+        etf = _default_etf(num_classes, d, seed, features)
     else:
         check_floating(etf, "etf")
         if tuple(etf.shape) != (num_classes, d):
@@ -142,28 +176,30 @@ def neural_collapse_loss(features: Tensor, target: Tensor, num_classes: int, *, 
         # each rank's local features get sum_q dL_q/df = W dL/df, and DDP's 1/W average restores it
         sums = all_gather_with_grad(sums.unsqueeze(0)).sum(0)
         counts = all_reduce_sum(counts)
+    # every class gets a row; classes absent from the batch are masked out of the loss below
+    # (selecting the present ones would need their number on the host)
     present = counts > 0
-    cls = present.nonzero().squeeze(1)
-    centres = sums[cls] / counts[cls].unsqueeze(1)
+    centres = sums / counts.clamp_min(1.0).unsqueeze(1)
     if normalize:
         centres = F.normalize(centres, dim=1, eps=1e-12)
     logits = scale * centres @ etf.t()
     if class_counts is not None:
-        prior = check_class_counts(class_counts, num_classes)
-        logits = logits + torch.log(prior / prior.sum()).to(device=logits.device, dtype=logits.dtype)
+        prior = check_class_counts(class_counts, num_classes, device=logits.device)
+        logits = logits + torch.log(prior / prior.sum()).to(dtype=logits.dtype)
     logp = torch.log_softmax(logits, 1)
     if eps > 0:
-        q = torch.full_like(logp, eps / (num_classes - 1))
-        q[torch.arange(cls.numel(), device=q.device), cls] = 1.0 - eps
+        eye = torch.eye(num_classes, dtype=logp.dtype, device=logp.device)
+        q = eye * (1.0 - eps) + (1.0 - eye) * (eps / (num_classes - 1))
         per_class = -(q * logp).sum(1)
     else:
-        per_class = -logp.gather(1, cls.unsqueeze(1)).squeeze(1)
+        per_class = -logp.diagonal()
+    per_class = torch.where(present, per_class, torch.zeros_like(per_class))
     if reduction == "none":
-        return per_class.new_zeros(num_classes).index_put((cls,), per_class)
-    if reduction == "sum" or per_class.numel() == 0:
-        # an all-ignored batch: 0 that still has a grad_fn
-        return per_class.sum() + (features * 0.0).sum()  # not 0 * sum: huge features overflow the sum
-    return per_class.mean()
+        return per_class
+    total = per_class.sum()  # an all-ignored batch: 0 that still has a grad_fn
+    if reduction == "sum":
+        return total
+    return total / present.sum().clamp_min(1).to(total.dtype)
 
 
 @register_loss("neural_collapse")
