@@ -216,13 +216,7 @@ def _no_host_reads(monkeypatch):
             m.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
         for name in ("nonzero", "argwhere", "bincount", "unique", "unique_consecutive", "masked_select"):
             m.setattr(torch, name, refuse(f"torch.{name}"))
-        getitem, ri = torch.Tensor.__getitem__, torch.repeat_interleave
-
-        def checked_getitem(self, index):
-            idx = index if isinstance(index, tuple) else (index,)
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx):
-                raise AssertionError("host read of tensor values: boolean-mask indexing")
-            return getitem(self, index)
+        ri = torch.repeat_interleave
 
         def checked_repeat_interleave(*args, **kwargs):
             if isinstance(kwargs.get("repeats", args[1] if len(args) > 1 else None), torch.Tensor) \
@@ -230,9 +224,20 @@ def _no_host_reads(monkeypatch):
                 raise AssertionError("host read of tensor values: repeat_interleave without output_size")
             return ri(*args, **kwargs)
 
-        m.setattr(torch.Tensor, "__getitem__", checked_getitem)
         m.setattr(torch, "repeat_interleave", checked_repeat_interleave)
-        yield
+        # boolean-mask indexing is caught by a torch-function mode: patching Tensor.__getitem__
+        # itself leaves CPython's sequence slot behind and breaks later torch.tensor([...]) calls
+        with _RefuseMaskIndexing():
+            yield
+
+
+class _RefuseMaskIndexing(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__ and len(args) > 1:
+            idx = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx):
+                raise AssertionError("host read of tensor values: boolean-mask indexing")
+        return func(*args, **(kwargs or {}))
 
 
 def test_no_host_reads_catches_host_reads(monkeypatch):
