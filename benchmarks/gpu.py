@@ -129,10 +129,16 @@ def _graph_ms(step, leaves, warmup: int, rep: int):
         with torch.cuda.graph(graph):
             loss = step()
         del loss
-        return do_bench(graph.replay, warmup=warmup, rep=rep, return_mode="median")
+        ms = do_bench(graph.replay, warmup=warmup, rep=rep, return_mode="median")
+        graph.reset()  # give the graph's private memory pool back before the next case
+        return ms
     except Exception as exc:  # noqa: BLE001 - reported in the table
         print(f"  CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
         return None
+    finally:
+        import gc
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def collect(only: Optional[str], quick: bool) -> List[Case]:

@@ -308,8 +308,8 @@ def test_batched_leading_dims_and_weight():
     w = torch.rand(3, 4, generator=g, dtype=torch.float64)
     for name in ["giou", "eiou"]:
         none = loss_fn(name)(P, T, reduction="none")
-        assert loss_fn(name)(P, T, weight=w).item() == pytest.approx((none * w).mean().item(), rel=1e-12)
-        assert loss_fn(name)(P, T, weight=w, reduction="sum").item() == pytest.approx((none * w).sum().item(), rel=1e-12)
+        assert loss_fn(name)(P, T, sample_weight=w).item() == pytest.approx((none * w).mean().item(), rel=1e-12)
+        assert loss_fn(name)(P, T, sample_weight=w, reduction="sum").item() == pytest.approx((none * w).sum().item(), rel=1e-12)
 
 
 def test_focal_eiou_weighted_mean_is_normalised_by_weights():
@@ -318,7 +318,7 @@ def test_focal_eiou_weighted_mean_is_normalised_by_weights():
     w = torch.rand(10, generator=g, dtype=torch.float64)
     e = F.eiou_loss(P, T, reduction="none")
     f = (1 - F.iou_loss(P, T, reduction="none")).sqrt()
-    assert F.focal_eiou_loss(P, T, weight=w).item() == pytest.approx(((w * f * e).sum() / (w * f).sum()).item())
+    assert F.focal_eiou_loss(P, T, sample_weight=w).item() == pytest.approx(((w * f * e).sum() / (w * f).sum()).item())
     # the focal weight carries no gradient: gradient = sum f_i dE_i / sum f_i
     a = P.clone().requires_grad_(True)
     b = P.clone().requires_grad_(True)

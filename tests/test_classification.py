@@ -143,7 +143,7 @@ def test_cross_entropy_matches_torch_options():
     assert torch.allclose(TF.cross_entropy_loss(z, soft), F.cross_entropy(z, soft))
     # per-sample weight multiplies, mean over samples
     w = torch.rand(24, dtype=torch.float64)
-    assert torch.allclose(TF.cross_entropy_loss(z, y, weight=w), (F.cross_entropy(z, y, reduction="none") * w).mean())
+    assert torch.allclose(TF.cross_entropy_loss(z, y, sample_weight=w), (F.cross_entropy(z, y, reduction="none") * w).mean())
 
 
 def test_kl_div_matches_torch_batchmean_and_entropy_naive():

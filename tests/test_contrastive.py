@@ -306,7 +306,7 @@ def test_reduction_none_and_weight():
     assert per.shape == (6,)
     torch.testing.assert_close(per.mean(), supcon_loss(z, y))
     w = torch.rand(6, dtype=torch.float64)
-    torch.testing.assert_close(supcon_loss(z, y, weight=w, reduction="sum"), (per * w).sum())
+    torch.testing.assert_close(supcon_loss(z, y, sample_weight=w, reduction="sum"), (per * w).sum())
 
 
 def test_registry_and_modules():

@@ -29,7 +29,7 @@ def test_reduce_loss_broadcast_weight():
     loss = torch.ones(2, 3)
     w = torch.tensor([[1.0], [3.0]])
     assert reduce_loss(loss, "sum", w).item() == 12.0
-    with pytest.raises(ValueError, match=r"weight must be broadcastable to the unreduced loss shape \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"sample_weight must be broadcastable to the unreduced loss shape \(2, 3\)"):
         reduce_loss(loss, "sum", torch.ones(3, 2))
 
 

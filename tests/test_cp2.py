@@ -112,3 +112,36 @@ def test_empty_batch_gives_zero_with_grad():
     m = torch.zeros(0, 3, 3)
     out = cp2_loss(q, torch.zeros(0, 4, 3, 3), m, m, F.normalize(torch.randn(5, 4), dim=1))
     assert out.item() == 0.0 and out.grad_fn is not None
+
+
+def _cp2_worker(rank, world, q, k, m):
+    from dist_harness import shard
+    crit = tailwise.CP2Loss(queue_size=16, dim=4)
+    losses, grads = [], []
+    for step in range(2):  # the second step sees the keys both ranks enqueued in the first
+        qs = shard(q[step], rank, world).clone().requires_grad_(True)
+        loss = crit(qs, shard(k[step], rank, world), shard(m[step], rank, world), shard(m[step], rank, world))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(qs.grad)
+    return {"keys": crit.queue.keys, "losses": losses, "grads": grads}
+
+
+@pytest.mark.distributed
+def test_cp2_queue_two_ranks_equal_one_process():
+    from dist_harness import run_distributed
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(2, 6, 4, 3, 3, generator=g)
+    k = torch.randn(2, 6, 4, 3, 3, generator=g)
+    m = (torch.rand(2, 6, 3, 3, generator=g) > 0.3).float()
+    res = run_distributed(_cp2_worker, 2, q, k, m)
+    full = tailwise.CP2Loss(queue_size=16, dim=4)
+    for step in range(2):
+        qf = q[step].clone().requires_grad_(True)
+        loss = full(qf, k[step], m[step], m[step])
+        loss.backward()
+        # per-sample mean losses: the average of the two equal halves is the full-batch loss
+        torch.testing.assert_close((res[0]["losses"][step] + res[1]["losses"][step]) / 2, loss.detach())
+        torch.testing.assert_close(torch.cat([r["grads"][step] for r in res]) / 2, qf.grad)
+    for r in res:  # every rank holds the same queue: all-gathered keys in rank order
+        torch.testing.assert_close(r["keys"], full.queue.keys)

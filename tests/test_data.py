@@ -1,3 +1,4 @@
+import functools
 import math
 
 import numpy as np
@@ -213,22 +214,94 @@ def test_sampler_bad_inputs():
         ClassBalancedSampler([])
 
 
+class _LightningLikeWrapper(torch.utils.data.DistributedSampler):
+    """What Lightning's ``DistributedSamplerWrapper`` does to a custom sampler under DDP: the
+    sampler's whole output becomes a list that a ``DistributedSampler`` (shuffle=True, seed 0)
+    shards by position. Re-implemented here from its documented behaviour so the test needs no
+    lightning."""
+
+    def __init__(self, sampler, num_replicas, rank):
+        self.sampler = sampler
+        super().__init__(range(len(sampler)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=0)
+
+    def __iter__(self):
+        drawn = list(self.sampler)  # every rank materialises the same list (same seed + epoch)
+        return (drawn[i] for i in super().__iter__())
+
+
+def _lightning_epoch(rank, world_size, make_sampler, epoch):
+    sampler = make_sampler()
+    sampler.set_epoch(epoch)  # the user's on_train_epoch_start hook (see docs/data.md)
+    wrapper = _LightningLikeWrapper(sampler, world_size, rank)
+    wrapper.set_epoch(epoch)  # what Lightning calls itself
+    loader = torch.utils.data.DataLoader(list(range(len(LT))), batch_size=8, sampler=wrapper)
+    return [int(i) for batch in loader for i in batch]
+
+
+def test_sampler_does_not_shard_itself_in_a_process_group(monkeypatch):
+    """Rank 1 of 2 in an initialised group (simulated): the default sampler yields the whole
+    epoch, so the Lightning-style wrapper gives each rank half of a full epoch (12 batches of
+    8 for 192 samples, not 6)."""
+    from tailwise import distributed as twdist
+
+    monkeypatch.setattr(twdist, "is_dist_initialized", lambda: True)
+    monkeypatch.setattr(twdist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(twdist, "get_rank", lambda: 1)
+    for cls in (ClassBalancedSampler, SquareRootSampler, MinorityWeightedSampler):
+        assert len(cls(LT, num_samples=192)) == 192
+    from tailwise.data import ClassAwareSampler
+
+    assert len(ClassAwareSampler(LT, num_samples=192)) == 192
+    make = functools.partial(ClassBalancedSampler, LT, num_samples=192, seed=4)
+    shards = [_lightning_epoch(r, 2, make, epoch=3) for r in range(2)]
+    assert [len(s) for s in shards] == [96, 96]
+    assert [math.ceil(len(s) / 8) for s in shards] == [12, 12]
+    full = make()
+    full.set_epoch(3)
+    # the two ranks together hold exactly one full epoch of the sampler's draw
+    assert sorted(shards[0] + shards[1]) == sorted(full.global_indices().tolist())
+    # asked explicitly, it shards itself from the (simulated) group, as DistributedSampler
+    own = ClassBalancedSampler(LT, num_samples=192, distributed=True)
+    assert (own.num_replicas, own.rank, len(own)) == (2, 1, 96)
+    assert ClassBalancedSampler(LT, num_samples=192, num_replicas=4).num_replicas == 4
+
+
+def test_sampler_distributed_needs_a_group():
+    with pytest.raises(RuntimeError, match="initialised torch.distributed process group"):
+        ClassBalancedSampler(LT, distributed=True)
+    with pytest.raises(RuntimeError, match="pass both explicitly"):
+        ClassBalancedSampler(LT, rank=0)
+    with pytest.raises(TypeError, match="distributed must be a bool"):
+        ClassBalancedSampler(LT, distributed=1)
+
+
 def _sampler_worker(rank, world_size):
-    # defaults come from torch.distributed
-    s = ClassBalancedSampler(LT, num_samples=101, seed=9)
-    s.set_epoch(2)
-    return {"mine": list(s), "rank": s.rank, "world": s.num_replicas}
+    mine = ClassBalancedSampler(LT, num_samples=101, seed=9, distributed=True)
+    mine.set_epoch(2)
+    unsharded = ClassBalancedSampler(LT, num_samples=101, seed=9)
+    make = functools.partial(ClassBalancedSampler, LT, num_samples=101, seed=9)
+    return {"mine": list(mine), "rank": mine.rank, "world": mine.num_replicas,
+            "unsharded_len": len(unsharded), "unsharded_world": unsharded.num_replicas,
+            "wrapped": _lightning_epoch(rank, world_size, make, epoch=2)}
 
 
 @pytest.mark.distributed
-def test_sampler_defaults_from_process_group():
+def test_sampler_sharding_in_a_real_process_group():
     res = run_distributed(_sampler_worker, 2)
+    # distributed=True reads the group
     assert [r["rank"] for r in res] == [0, 1] and all(r["world"] == 2 for r in res)
     assert len(res[0]["mine"]) == len(res[1]["mine"]) == 51
     ref = ClassBalancedSampler(LT, num_samples=101, num_replicas=2, rank=0, seed=9)
     ref.set_epoch(2)
     full = ref.global_indices().tolist()
     assert res[0]["mine"] == full[0::2] and res[1]["mine"] == full[1::2]
+    # the default does not shard, and the Lightning-style wrapper then covers one full epoch
+    assert all(r["unsharded_len"] == 101 and r["unsharded_world"] == 1 for r in res)
+    one = ClassBalancedSampler(LT, num_samples=101, seed=9)
+    one.set_epoch(2)
+    wrapped = res[0]["wrapped"] + res[1]["wrapped"]
+    assert len(res[0]["wrapped"]) == len(res[1]["wrapped"]) == 51  # DistributedSampler pads 101 -> 102
+    assert set(wrapped) == set(one.global_indices().tolist())
 
 
 # ----------------------------------------------------------------------------- CMO

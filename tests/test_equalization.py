@@ -109,7 +109,7 @@ def test_eqlv2_matches_naive(bg):
     torch.testing.assert_close(eqlv2_loss(z, y, pg, ng, use_background_column=bg), ref.mean())
     torch.testing.assert_close(eqlv2_loss(z, y, pg, ng, use_background_column=bg, reduction="sum"), ref.sum())
     w = torch.rand(7, dtype=torch.float64)
-    torch.testing.assert_close(eqlv2_loss(z, y, pg, ng, use_background_column=bg, weight=w), (ref * w).mean())
+    torch.testing.assert_close(eqlv2_loss(z, y, pg, ng, use_background_column=bg, sample_weight=w), (ref * w).mean())
 
 
 def test_eqlv2_fresh_equals_official_bce():
@@ -206,7 +206,7 @@ def test_gradcheck_all_losses():
     w = torch.rand(5, dtype=torch.float64)
     for red in ("mean", "none"):
         assert torch.autograd.gradcheck(lambda x: eqlv2_loss(x, y, pg, ng, reduction=red), (z,))
-        assert torch.autograd.gradcheck(lambda x: eqlv2_loss(x, y, pg, ng, weight=w, reduction=red), (z,))
+        assert torch.autograd.gradcheck(lambda x: eqlv2_loss(x, y, pg, ng, sample_weight=w, reduction=red), (z,))
         assert torch.autograd.gradcheck(lambda x: softmax_eql_loss(x, y, pg, reduction=red), (z,))
         assert torch.autograd.gradcheck(lambda x: equalized_focal_loss(x, y, pg, ng, reduction=red), (z,))
     zb = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)

@@ -155,9 +155,9 @@ def test_batch_shapes_weights_and_empty():
     for name in ("giou", "eiou", "focal_eiou"):
         fn, extra = LOSSES[name]
         with backend("torch"):
-            ref = fn(P, T, weight=w, **extra)
+            ref = fn(P, T, sample_weight=w, **extra)
         with backend("triton"):
-            got = fn(P, T, weight=w, **extra)
+            got = fn(P, T, sample_weight=w, **extra)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     for name in sorted(LOSSES):
         fn, extra = LOSSES[name]

@@ -67,7 +67,7 @@ cases = {
  "sigmoid_focal": (lambda z: TF.sigmoid_focal_loss(z, t), z0),
  "sigmoid_focal_none": (lambda z: TF.sigmoid_focal_loss(z, t, reduction="none", gamma=1.5), z0),
  "sigmoid_focal_sum": (lambda z: TF.sigmoid_focal_loss(z, torch.rand(N, C), reduction="sum", alpha=-1), z0),
- "sigmoid_focal_w": (lambda z: TF.sigmoid_focal_loss(z, t, weight=torch.rand(N, 1)), z0),
+ "sigmoid_focal_w": (lambda z: TF.sigmoid_focal_loss(z, t, sample_weight=torch.rand(N, 1)), z0),
  "sigmoid_focal_module_idx": (lambda z: tailwise.SigmoidFocalLoss(gamma=1.5)(z, y), z0),
  "sigmoid_focal_int_target": (lambda z: TF.sigmoid_focal_loss(z, t.long(), reduction="sum"), z0),
  "bal_bce": (lambda z: TF.bal_bce_loss(z, y, cnt, label_smoothing=0.1, reduction="none"), z0),
@@ -471,8 +471,8 @@ def test_sigmoid_kernel_launch_configurations_agree():
         N, C = 11, 9
         z0 = torch.randn(N, C) * 3; y = torch.randint(0, C, (N,)); t = (torch.rand(N, C) > 0.6).float()
         w1, w2, p, q = torch.rand(N, 1), torch.rand(N, C), torch.rand(C), torch.rand(C)
-        cases = [lambda z: TF.sigmoid_focal_loss(z, t), lambda z: TF.sigmoid_focal_loss(z, t, weight=w2),
-                 lambda z: TF.sigmoid_focal_loss(z, t, gamma=1.5, weight=w1, reduction="none"),
+        cases = [lambda z: TF.sigmoid_focal_loss(z, t), lambda z: TF.sigmoid_focal_loss(z, t, sample_weight=w2),
+                 lambda z: TF.sigmoid_focal_loss(z, t, gamma=1.5, sample_weight=w1, reduction="none"),
                  lambda z: TF.bal_bce_loss(z, y, list(range(1, C + 1))),
                  lambda z: equalized_focal_loss(z, y, p, q, reduction="none")]
         for fwd, bwd in [((4, 4, 1), ("2d", 4, 4, 1)), ((2, 16, 1), ("flat", 16, 1)), (None, ("flat", 32, 1))]:

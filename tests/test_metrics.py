@@ -7,10 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dist_harness import run_distributed
-from tailwise.metrics import (BalancedAccuracy, ConfusionMatrix, MacroF1, PerClassRecall, ShotAccuracy,
-                              ShotRegressionErrors, balanced_accuracy, confusion_matrix, macro_f1,
-                              per_class_recall, shot_accuracy, shot_regression_errors)
+from tailwise.metrics import (balanced_accuracy, confusion_matrix, macro_f1, per_class_recall, shot_accuracy,
+                              shot_regression_errors)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -224,74 +222,3 @@ def test_regression_bad_inputs():
         shot_regression_errors(torch.zeros(2), torch.zeros(2), [1.0], bins=[0.0, 0.0])
     with pytest.raises(ValueError, match="train_labels must not be empty"):
         shot_regression_errors(torch.zeros(2), torch.zeros(2), [])
-
-
-# ----------------------------------------------------------------------------- stateful
-def test_stateful_equals_functional_and_reset():
-    g = torch.Generator().manual_seed(0)
-    logits, target = torch.randn(50, 4, generator=g), torch.randint(0, 4, (50,), generator=g)
-    counts = [300, 60, 10, 2]
-    metrics = {"cm": ConfusionMatrix(4), "bal": BalancedAccuracy(4), "f1": MacroF1(4),
-               "rec": PerClassRecall(4), "shot": ShotAccuracy(counts)}
-    for lo in range(0, 50, 16):
-        for m in metrics.values():
-            m.update(logits[lo:lo + 16], target[lo:lo + 16])
-    assert torch.equal(metrics["cm"].compute(), confusion_matrix(logits, target))
-    assert metrics["bal"].compute() == pytest.approx(balanced_accuracy(logits, target))
-    assert metrics["f1"].compute() == pytest.approx(macro_f1(logits, target))
-    torch.testing.assert_close(metrics["rec"].compute(), per_class_recall(logits, target), equal_nan=True)
-    assert metrics["shot"].compute() == shot_accuracy(logits, target, counts)
-    state = metrics["shot"].state_dict()
-    fresh = ShotAccuracy(counts)
-    fresh.load_state_dict(state)
-    assert fresh.compute() == metrics["shot"].compute()
-    metrics["bal"].reset()
-    assert math.isnan(metrics["bal"].compute())
-    assert metrics["cm"].compute().sum() == 50  # compute does not consume the state
-
-
-def test_stateful_regression_equals_functional():
-    rng = np.random.RandomState(1)
-    train = torch.as_tensor(np.round(rng.exponential(5, 2000)))
-    target = torch.as_tensor(rng.randint(0, 25, 70).astype(float))
-    pred = target + torch.as_tensor(rng.normal(size=70))
-    m = ShotRegressionErrors(train)
-    m.update(pred[:30], target[:30])
-    m.update(pred[30:].view(-1, 1), target[30:])
-    assert_same_result(m.compute(), shot_regression_errors(pred, target, train))
-    with pytest.raises(ValueError, match="same length"):
-        m.update(pred[:2], target[:3])
-
-
-def _metrics_worker(rank, world_size, logits, target, pred_r, target_r, train):
-    sizes = [13, 37]  # unequal shards
-    lo = sum(sizes[:rank])
-    sl = slice(lo, lo + sizes[rank])
-    cm, bal, f1, shot = ConfusionMatrix(5), BalancedAccuracy(5), MacroF1(5), ShotAccuracy([200, 80, 30, 10, 1])
-    for m in (cm, bal, f1, shot):
-        m.update(logits[sl], target[sl])
-    rs = [6, 24][rank]
-    rlo = [0, 6][rank]
-    reg = ShotRegressionErrors(train)
-    reg.update(pred_r[rlo:rlo + rs], target_r[rlo:rlo + rs])
-    out = {"cm": cm.compute(), "bal": bal.compute(), "f1": f1.compute(), "shot": shot.compute(),
-           "reg": reg.compute(), "local": cm.state_dict()["confusion"].sum()}
-    return out
-
-
-@pytest.mark.distributed
-def test_stateful_metrics_two_ranks_equal_single_process():
-    g = torch.Generator().manual_seed(3)
-    logits, target = torch.randn(50, 5, generator=g), torch.randint(0, 5, (50,), generator=g)
-    train = torch.randint(0, 12, (400,), generator=g).float()
-    target_r = torch.randint(0, 14, (30,), generator=g).float()
-    pred_r = target_r + torch.randn(30, generator=g, dtype=torch.float32)
-    res = run_distributed(_metrics_worker, 2, logits, target, pred_r, target_r, train)
-    ref_reg = shot_regression_errors(pred_r, target_r, train)
-    for rank, r in enumerate(res):
-        assert torch.equal(r["cm"], confusion_matrix(logits, target))
-        assert r["bal"] == pytest.approx(balanced_accuracy(logits, target))
-        assert r["f1"] == pytest.approx(macro_f1(logits, target))
-        assert_same_result(r["shot"], shot_accuracy(logits, target, [200, 80, 30, 10, 1]))
-        assert_same_result(r["reg"], ref_reg)
-        assert int(r["local"]) == [13, 37][rank]  # local state untouched by the all-reduce

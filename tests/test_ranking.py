@@ -167,7 +167,7 @@ def test_gradcheck_float64(fn):
     x = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 1, 2] * 4)
     w = torch.rand(12, dtype=torch.float64) + 0.5
-    kw = {"temperature": 0.7, "weight": w}
+    kw = {"temperature": 0.7, "sample_weight": w}
     if fn is TF.recall_at_quantile_loss:
         # the detached threshold is a stop-gradient by design; the full gradient is checked
         kw.update(quantile=0.63, detach_threshold=False)
@@ -291,8 +291,8 @@ def test_errors():
         TF.pauc_at_budget_loss(x, torch.zeros(4, dtype=torch.long), surrogate="hinge")
     with pytest.raises(ValueError, match="input must be finite"):
         TF.smooth_ap_loss(torch.tensor([0.0, float("nan")]), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
-        TF.smooth_ap_loss(x, torch.zeros(4, dtype=torch.long), weight=torch.ones(3))
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(4,\)"):
+        TF.smooth_ap_loss(x, torch.zeros(4, dtype=torch.long), sample_weight=torch.ones(3))
     with pytest.raises(ValueError, match=r"queue_scores must have shape \(K, 3\)"):
         TF.smooth_ap_loss(x, torch.zeros(4, dtype=torch.long), queue_scores=torch.zeros(2, 2),
                           queue_labels=torch.zeros(2, dtype=torch.long))
@@ -316,7 +316,7 @@ def test_weights_scale_positive_contributions():
     a = TF.smooth_ap_loss(x, y, temperature=0.5, reduction="none")
     w = torch.ones(10)
     w[1] = 0.0
-    only0 = TF.smooth_ap_loss(x, y, temperature=0.5, weight=w)
+    only0 = TF.smooth_ap_loss(x, y, temperature=0.5, sample_weight=w)
     # with positive 1 weighted out, AP = precision of positive 0 alone (ranks still include 1)
     r_all = 1 + torch.sigmoid((x[1:, 0] - x[0, 0]) / 0.5).sum()
     r_pos = 1 + torch.sigmoid((x[1, 0] - x[0, 0]) / 0.5)

@@ -199,8 +199,8 @@ def test_gradcheck_all_losses_including_sigma():
     t = torch.randn(6, 2, generator=g, dtype=D64)
     sig = torch.tensor(0.9, dtype=D64, requires_grad=True)
     w = torch.rand(6, 2, generator=g, dtype=D64) + 0.5
-    _gc(lambda x: TF.l1_loss(x, t + 0.05, weight=w), p)  # shift keeps |d| away from the kink
-    _gc(lambda x: TF.mse_loss(x, t, weight=w), p)
+    _gc(lambda x: TF.l1_loss(x, t + 0.05, sample_weight=w), p)  # shift keeps |d| away from the kink
+    _gc(lambda x: TF.mse_loss(x, t, sample_weight=w), p)
     _gc(lambda x: TF.smooth_l1_loss(x, t, beta=0.7), p)
     _gc(_unscaled(lambda x, s: TF.bmc_loss(x, t, s)), p, sig)
     _gc(_unscaled(lambda x, s: TF.bmc_loss(x[:, :1], t[:, :1], s)), p, sig)
@@ -240,12 +240,12 @@ def test_reduction_weight_and_empty():
     for fn in (TF.bmc_loss, TF.balanced_l1_loss):
         none = fn(p, t, 1.0, reduction="none")
         assert none.shape == (5,)
-        torch.testing.assert_close(fn(p, t, 1.0, weight=w, reduction="sum"), (none * w).sum())
+        torch.testing.assert_close(fn(p, t, 1.0, sample_weight=w, reduction="sum"), (none * w).sum())
         torch.testing.assert_close(fn(p, t, 1.0), none.mean())
     for fn in (TF.l1_loss, TF.mse_loss, TF.smooth_l1_loss):
         e = fn(torch.zeros(0, requires_grad=True), torch.zeros(0))
         assert e.item() == 0 and e.grad_fn is not None
-        torch.testing.assert_close(fn(p, t, weight=w, reduction="sum"), (fn(p, t, reduction="none") * w).sum())
+        torch.testing.assert_close(fn(p, t, sample_weight=w, reduction="sum"), (fn(p, t, reduction="none") * w).sum())
     e = TF.gai_loss(torch.zeros(0, 1, requires_grad=True), torch.zeros(0, 1), 1.0, torch.zeros(1), torch.ones(1),
                     torch.ones(1))
     assert e.item() == 0 and e.grad_fn is not None

@@ -181,7 +181,7 @@ def test_reduction_none_and_sum_and_weight():
         assert per[i].item() == pytest.approx(_naive(x[i:i + 1], t[i:i + 1]), rel=1e-10)
     assert dice_loss(x, t, reduction="sum").item() == pytest.approx(per.sum().item())
     w = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
-    assert dice_loss(x, t, weight=w, reduction="sum").item() == pytest.approx((per * w).sum().item())
+    assert dice_loss(x, t, sample_weight=w, reduction="sum").item() == pytest.approx((per * w).sum().item())
 
 
 def test_index_and_onehot_targets_agree_values_and_grads():

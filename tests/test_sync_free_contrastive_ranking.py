@@ -84,7 +84,7 @@ def test_ranking_masked_form_matches_selection(fn, kw, kind):
         x, y, w, qs, ql = _ranking_case(kind, n, seed)
         for reduction in ("mean", "none"):
             _same_both_ways(lambda u: fn(u, y, reduction=reduction, **kw), x)
-        _same_both_ways(lambda u: fn(u, y, weight=w, queue_scores=qs, queue_labels=ql, **kw), x)
+        _same_both_ways(lambda u: fn(u, y, sample_weight=w, queue_scores=qs, queue_labels=ql, **kw), x)
 
 
 @pytest.mark.parametrize("cls,kw", [(tailwise.SmoothAPLoss, {}), (tailwise.RecallAtQuantileLoss, dict(quantile=0.8)),

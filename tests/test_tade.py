@@ -100,7 +100,7 @@ def test_gradcheck():
     experts = torch.randn(3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 5, (4,), generator=g)
     w = torch.rand(4, dtype=torch.float64, generator=g)
-    assert torch.autograd.gradcheck(lambda x: tade_loss(x, y, [50, 20, 5, 5, 1], weight=w), (experts,))
+    assert torch.autograd.gradcheck(lambda x: tade_loss(x, y, [50, 20, 5, 5, 1], sample_weight=w), (experts,))
     assert torch.autograd.gradcheck(lambda x: tade_loss(x, y, [50, 20, 5, 5, 1], reduction="none"), (experts,))
 
 

@@ -14,6 +14,8 @@ import functools
 
 import torch
 
+from ._reduction import bare_weight_error
+
 __all__ = ["float32_compute", "upcast", "autocast_disabled"]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -51,6 +53,8 @@ def float32_compute(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if "weight" in kwargs:  # every functional loss goes through here: one guard for all
+            raise bare_weight_error(fn.__name__)
         args = tuple(upcast(a) for a in args)
         kwargs = {k: upcast(v) for k, v in kwargs.items()}
         if not _autocast_on():

@@ -1,4 +1,4 @@
-"""Command line: ``tailwise bench ...`` and ``tailwise list``.
+"""Command line: ``tailwise bench ...``, ``tailwise list`` and ``tailwise --version``.
 
 User errors (missing file, bad CSV, unknown loss...) print one ``tailwise: error: ...`` line on
 stderr and exit with status 2, never a traceback.
@@ -7,10 +7,11 @@ stderr and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "plain_text"]
 
 
 def _seeds(text: str) -> List[int]:
@@ -21,7 +22,7 @@ def _seeds(text: str) -> List[int]:
         else:
             seeds = list(range(int(text)))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a comma list (0,1,2), got {text!r}")
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a comma list (0,1,2), got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds must name at least one seed")
     return seeds
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tailwise",
         description="tailwise: losses and a benchmark for imbalanced and long-tailed learning.")
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"tailwise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{bench,list}")
 
     task_help = "; ".join(f"{name}: {t.help}" for name, t in tasks.items())
@@ -87,13 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ROLE = re.compile(r":(?:[\w-]+:)?[\w-]+:`~?([^`]+)`")
+
+
+def plain_text(line: str) -> str:
+    """A docstring line without reStructuredText markup, for the terminal:
+    ``:func:`~a.b.f``` -> ``f``, ``:math:`x^2``` -> ``x^2``, double backticks -> plain text.
+
+    Example:
+        >>> plain_text("Balanced Softmax ``CE(z + log pi, y)``; see :func:`~tailwise.functional.ce`.")
+        'Balanced Softmax CE(z + log pi, y); see ce.'
+    """
+
+    def role(m: "re.Match[str]") -> str:
+        target = m.group(1)
+        return target.rsplit(".", 1)[-1] if m.group(0).split("`", 1)[1].startswith("~") else target
+
+    line = _ROLE.sub(role, line)
+    return line.replace("``", "").replace("`", "")
+
+
 def _cmd_list() -> int:
     from .registry import describe_losses
 
     desc = describe_losses()
     width = max((len(n) for n in desc), default=0)
     for name, line in desc.items():
-        print(f"{name.ljust(width)}  {line}")
+        print(f"{name.ljust(width)}  {plain_text(line)}")
     return 0
 
 

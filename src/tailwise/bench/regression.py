@@ -126,7 +126,7 @@ def _criterion(name: str, data: Dict, spec: Dict):
 
         def reweight(p, y, i):
             w = inv[i] / inv[i].sum()
-            return TF.mse_loss(p, y, weight=w, reduction="sum")
+            return TF.mse_loss(p, y, sample_weight=w, reduction="sum")
         return reweight, None
     if base == "bmc":
         return (lambda p, y, i: TF.bmc_loss(p, y, sigma)), (sigma if learn else None)

@@ -32,9 +32,9 @@ class BoxLoss(Loss):
     def _kwargs(self) -> dict:
         return {}
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return type(self)._fn(input, target, box_format=self.box_format, eps=self.eps,
-                              reduction=self.reduction, weight=weight, validate=self.validate,
+                              reduction=self.reduction, sample_weight=sample_weight, validate=self.validate,
                               **self._kwargs())
 
     def extra_repr(self) -> str:

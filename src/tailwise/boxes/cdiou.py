@@ -19,7 +19,7 @@ __all__ = ["cdiou_loss", "CDIoULoss"]
 
 @float32_compute
 def cdiou_loss(input: Tensor, target: Tensor, *, lambda_: float = 1.0, box_format: str = "xyxy",
-               eps: float = DEFAULT_EPS, reduction: str = "mean", weight: Optional[Tensor] = None,
+               eps: float = DEFAULT_EPS, reduction: str = "mean", sample_weight: Optional[Tensor] = None,
                validate: bool = True) -> Tensor:
     r"""Control-Distance IoU loss between aligned boxes.
 
@@ -43,7 +43,7 @@ def cdiou_loss(input: Tensor, target: Tensor, *, lambda_: float = 1.0, box_forma
     lambda_ = check_nonnegative(lambda_, "lambda_")
     eps = check_eps(eps)
     loss = box_loss(input, target, box_format, eps, validate, "cdiou", lambda_=lambda_)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("cdiou")

@@ -19,7 +19,7 @@ __all__ = ["ciou_loss", "CIoULoss"]
 
 @float32_compute
 def ciou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: float = DEFAULT_EPS,
-              reduction: str = "mean", weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
+              reduction: str = "mean", sample_weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
     r"""Complete-IoU loss between aligned boxes.
 
     .. math::
@@ -48,7 +48,7 @@ def ciou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
     check_reduction(reduction)
     eps = check_eps(eps)
     return reduce_loss(checked_fused_box_loss(input, target, box_format, eps, validate, "ciou"),
-                       reduction, weight)
+                       reduction, sample_weight)
 
 
 @register_loss("ciou")

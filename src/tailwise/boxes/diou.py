@@ -19,7 +19,7 @@ __all__ = ["diou_loss", "DIoULoss"]
 
 @float32_compute
 def diou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: float = DEFAULT_EPS,
-              reduction: str = "mean", weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
+              reduction: str = "mean", sample_weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
     r"""Distance-IoU loss between aligned boxes.
 
     .. math::
@@ -38,7 +38,7 @@ def diou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
     check_reduction(reduction)
     eps = check_eps(eps)
     return reduce_loss(checked_fused_box_loss(input, target, box_format, eps, validate, "diou"),
-                       reduction, weight)
+                       reduction, sample_weight)
 
 
 @register_loss("diou")

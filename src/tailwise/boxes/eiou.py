@@ -20,7 +20,7 @@ __all__ = ["eiou_loss", "focal_eiou_loss", "EIoULoss", "FocalEIoULoss"]
 
 @float32_compute
 def eiou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: float = DEFAULT_EPS,
-              reduction: str = "mean", weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
+              reduction: str = "mean", sample_weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
     r"""Efficient-IoU loss between aligned boxes.
 
     .. math::
@@ -38,12 +38,12 @@ def eiou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
     """
     check_reduction(reduction)
     eps = check_eps(eps)
-    return reduce_loss(box_loss(input, target, box_format, eps, validate, "eiou"), reduction, weight)
+    return reduce_loss(box_loss(input, target, box_format, eps, validate, "eiou"), reduction, sample_weight)
 
 
 @float32_compute
 def focal_eiou_loss(input: Tensor, target: Tensor, *, gamma: float = 0.5, box_format: str = "xyxy",
-                    eps: float = DEFAULT_EPS, reduction: str = "mean", weight: Optional[Tensor] = None,
+                    eps: float = DEFAULT_EPS, reduction: str = "mean", sample_weight: Optional[Tensor] = None,
                     validate: bool = True) -> Tensor:
     r"""Focal-EIoU loss: EIoU re-weighted by :math:`\mathrm{IoU}^\gamma`.
 
@@ -72,9 +72,9 @@ def focal_eiou_loss(input: Tensor, target: Tensor, *, gamma: float = 0.5, box_fo
     loss, iou = box_loss(input, target, box_format, eps, validate, "eiou", want_iou=True)
     focal = iou.detach().clamp_min(0).pow(gamma)
     if reduction != "mean":
-        return reduce_loss(focal * loss, reduction, weight)
-    weight = check_weight(weight, loss.shape)
-    w = focal if weight is None else focal * weight.to(focal.dtype)
+        return reduce_loss(focal * loss, reduction, sample_weight)
+    sample_weight = check_weight(sample_weight, loss.shape, "sample_weight")
+    w = focal if sample_weight is None else focal * sample_weight.to(focal.dtype)
     total = (w * loss).sum()
     if loss.numel() == 0:
         return total

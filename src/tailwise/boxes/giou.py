@@ -19,7 +19,7 @@ __all__ = ["giou_loss", "GIoULoss"]
 
 @float32_compute
 def giou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: float = DEFAULT_EPS,
-              reduction: str = "mean", weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
+              reduction: str = "mean", sample_weight: Optional[Tensor] = None, validate: bool = True) -> Tensor:
     r"""Generalized IoU loss between aligned boxes.
 
     .. math::
@@ -34,7 +34,7 @@ def giou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
 
     Args:
         input, target: ``(..., 4)`` boxes in ``box_format`` (``"xyxy"`` default).
-        eps: default ``1e-7``. reduction / weight / validate: as every tailwise box loss.
+        eps: default ``1e-7``. reduction / sample_weight / validate: as every tailwise box loss.
 
     Example:
         >>> import torch
@@ -44,7 +44,7 @@ def giou_loss(input: Tensor, target: Tensor, *, box_format: str = "xyxy", eps: f
     check_reduction(reduction)
     eps = check_eps(eps)
     return reduce_loss(checked_fused_box_loss(input, target, box_format, eps, validate, "giou"),
-                       reduction, weight)
+                       reduction, sample_weight)
 
 
 @register_loss("giou")

@@ -21,7 +21,7 @@ _MODES = ("linear", "log")
 
 @float32_compute
 def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format: str = "xyxy",
-             eps: float = DEFAULT_EPS, reduction: str = "mean", weight: Optional[Tensor] = None,
+             eps: float = DEFAULT_EPS, reduction: str = "mean", sample_weight: Optional[Tensor] = None,
              validate: bool = True) -> Tensor:
     r"""IoU loss between aligned boxes.
 
@@ -39,7 +39,7 @@ def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format:
             ``"cxcywh"``).
         mode: ``"linear"`` (default) or ``"log"``.
         eps: added to the union (default ``1e-7``, torchvision's value).
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``; ``weight`` per-box weights.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``; ``sample_weight`` per-box weights.
         validate: raise ``ValueError`` on non-finite or inverted boxes (default True).
 
     Example:
@@ -51,7 +51,7 @@ def iou_loss(input: Tensor, target: Tensor, *, mode: str = "linear", box_format:
     check_reduction(reduction)
     eps = check_eps(eps)
     loss = box_loss(input, target, box_format, eps, validate, "iou" if mode == "linear" else "iou_log")
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("iou")

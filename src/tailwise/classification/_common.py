@@ -107,16 +107,16 @@ def _per_class(vec, num_classes: int, name: str, device) -> Tensor:
     return t
 
 
-def masked_reduce(loss: Tensor, reduction: str, weight: Optional[Tensor], valid: Optional[Tensor],
+def masked_reduce(loss: Tensor, reduction: str, sample_weight: Optional[Tensor], valid: Optional[Tensor],
                   denom_weight: Optional[Tensor] = None) -> Tensor:
     """Reduce like ``F.cross_entropy``: ``mean`` divides by the number of non-ignored elements
-    (or by ``sum(denom_weight)`` over them when class weights are given); ``weight`` is a
+    (or by ``sum(denom_weight)`` over them when class weights are given); ``sample_weight`` is a
     per-element multiplier that does not enter the denominator (as in ``reduce_loss``)."""
     check_reduction(reduction)
-    weight = check_weight(weight, loss.shape)
+    sample_weight = check_weight(sample_weight, loss.shape, "sample_weight")
     if reduction != "mean" or (valid is None and denom_weight is None):
-        return reduce_loss(loss, reduction, weight)
-    total = reduce_loss(loss, "sum", weight)
+        return reduce_loss(loss, reduction, sample_weight)
+    total = reduce_loss(loss, "sum", sample_weight)
     if denom_weight is not None:
         denom = denom_weight.sum() if valid is None else (denom_weight * valid).sum()
     else:

@@ -66,10 +66,10 @@ class MaskedRows:
         self.keep = keep
 
 
-def drop_ignored(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: Optional[int]):
+def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor], ignore_index: Optional[int]):
     """Take the rows whose label is ``ignore_index`` out of the loss (as ``F.cross_entropy`` skips them).
 
-    Returns ``(input, target, weight, keep)``; pass ``keep`` to :func:`restore_rows` with the loss.
+    Returns ``(input, target, sample_weight, keep)``; pass ``keep`` to :func:`restore_rows` with the loss.
 
     * Eager CPU (and ``"full"`` validation): the rows are removed; ``keep`` is the boolean row
       mask, or ``None`` when nothing was removed (no copy then).
@@ -87,19 +87,19 @@ def drop_ignored(input: Tensor, target: Tensor, weight: Optional[Tensor], ignore
     if (ignore_index is None or not isinstance(target, Tensor) or not isinstance(input, Tensor)
             or target.dim() != 1 or target.is_floating_point() or target.dtype == torch.bool
             or input.dim() != 2 or input.shape[0] != target.shape[0]):
-        return input, target, weight, None
+        return input, target, sample_weight, None
     keep = target != ignore_index
     if not host_selection(target, input):
         safe = torch.where(keep, target, torch.zeros_like(target))
         if input.shape[1] > 0:
             neutral = F.one_hot(safe.long(), input.shape[1]).to(input.dtype) * (2 * _NEUTRAL_LOGIT) - _NEUTRAL_LOGIT
             input = torch.where(keep.unsqueeze(1), input, neutral)
-        return input, safe, weight, MaskedRows(keep)
+        return input, safe, sample_weight, MaskedRows(keep)
     if bool(keep.all()):
-        return input, target, weight, None
-    if isinstance(weight, Tensor) and weight.dim() >= 1 and weight.shape[0] == target.shape[0]:
-        weight = weight[keep]
-    return input[keep], target[keep], weight, keep
+        return input, target, sample_weight, None
+    if isinstance(sample_weight, Tensor) and sample_weight.dim() >= 1 and sample_weight.shape[0] == target.shape[0]:
+        sample_weight = sample_weight[keep]
+    return input[keep], target[keep], sample_weight, keep
 
 
 def restore_rows(loss: Tensor, keep, reduction: str) -> Tensor:

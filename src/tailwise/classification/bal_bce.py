@@ -34,7 +34,7 @@ def _sigmoid_prior_bias(class_counts, num_classes: int, like: Tensor) -> Tensor:
 @float32_compute_unless_kernel("bal_bce")
 def bal_bce_loss(input: Tensor, target: Tensor, class_counts, *, label_smoothing: float = 0.0,
                  target_threshold: Optional[float] = None, reduction: str = "mean",
-                 weight: Optional[Tensor] = None) -> Tensor:
+                 sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Balanced BCE: sigmoid BCE on :math:`z_c + \log \pi_c - \log(1 - \pi_c)`, summed over classes.
 
     Xu et al., "Learning Imbalanced Data with Vision Transformers" (LiVT), CVPR 2023;
@@ -79,7 +79,7 @@ def bal_bce_loss(input: Tensor, target: Tensor, class_counts, *, label_smoothing
         if thr is not None:
             on, off = float(on > thr), float(off > thr)
         loss = _sig.run("bal_bce", input, target.long(), bias, on, off)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("bal_bce")
@@ -102,6 +102,6 @@ class BalBCELoss(Loss):
         self.target_threshold = None if target_threshold is None else _check_number(target_threshold,
                                                                                     "target_threshold")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return bal_bce_loss(input, target, self.class_counts, label_smoothing=self.label_smoothing,
-                            target_threshold=self.target_threshold, reduction=self.reduction, weight=weight)
+                            target_threshold=self.target_threshold, reduction=self.reduction, sample_weight=sample_weight)

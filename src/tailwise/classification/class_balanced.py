@@ -46,7 +46,7 @@ def class_balanced_weights(class_counts, beta: float = 0.9999) -> Tensor:
 @float32_compute_unless_kernel("softmax_ce")
 def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: float = 0.9999,
                         loss_type: str = "softmax", gamma: float = 2.0, ignore_index: int = -100,
-                        reduction: str = "mean", weight: Optional[Tensor] = None) -> Tensor:
+                        reduction: str = "mean", sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Class-balanced loss: each sample's loss times :math:`w_{y}` from
     :func:`class_balanced_weights`.
 
@@ -93,7 +93,7 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
         valid = target != ignore_index
         y = torch.where(valid, target, torch.zeros_like(target))
         loss = softmax_cross_entropy(input, target, ignore_index=ignore_index) * cb[y]
-        return masked_reduce(loss, reduction, weight, valid)
+        return masked_reduce(loss, reduction, sample_weight, valid)
     check_index_target(input, target)
     # class indices go to the kernels as they are: no (N, C) one-hot on the Triton path
     if loss_type == "sigmoid":
@@ -101,7 +101,7 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     else:
         per_row = _sig.run("sigmoid_focal", input, target.long(), -1.0, gamma, row_sum=True)
     loss = per_row * cb[target.long()]
-    return masked_reduce(loss, reduction, weight, None)
+    return masked_reduce(loss, reduction, sample_weight, None)
 
 
 @register_loss("class_balanced")
@@ -128,10 +128,10 @@ class ClassBalancedLoss(Loss):
         self.register_buffer("class_counts", counts.float())
         self.register_buffer("class_weight", class_balanced_weights(counts, beta).float())
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return class_balanced_loss(input, target, self.class_counts, beta=self.beta, loss_type=self.loss_type,
                                    gamma=self.gamma, ignore_index=self.ignore_index, reduction=self.reduction,
-                                   weight=weight)
+                                   sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, loss_type={self.loss_type!r}, gamma={self.gamma}, {super().extra_repr()}"

@@ -23,7 +23,7 @@ __all__ = ["entropy_loss", "cross_entropy_loss", "kl_div_loss", "EntropyLoss", "
 
 
 @float32_compute
-def entropy_loss(input: Tensor, *, reduction: str = "mean", weight: Optional[Tensor] = None) -> Tensor:
+def entropy_loss(input: Tensor, *, reduction: str = "mean", sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Shannon entropy of the predicted distribution, :math:`H(p) = -\sum_c p_c \log p_c`,
     ``p = softmax(input, dim=1)``.
 
@@ -33,7 +33,7 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", weight: Optional[Ten
     Args:
         input: logits ``(N, C)`` or ``(N, C, d1, ...)``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (shape ``(N, d1, ...)``).
-        weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
+        sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
     Example:
         >>> import torch, tailwise
@@ -41,7 +41,7 @@ def entropy_loss(input: Tensor, *, reduction: str = "mean", weight: Optional[Ten
         tensor(1.3863)
     """
     check_logits(input)
-    return reduce_loss(_Entropy.apply(input), reduction, weight)
+    return reduce_loss(_Entropy.apply(input), reduction, sample_weight)
 
 
 class _Entropy(torch.autograd.Function):
@@ -85,14 +85,14 @@ def compute_like(input: Tensor) -> Tensor:
 @float32_compute_unless_kernel("softmax_ce")
 def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[Union[Tensor, Sequence[float]]] = None,
                        ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
-                       weight: Optional[Tensor] = None) -> Tensor:
+                       sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
     :math:`\ell_i = -\sum_c w_c\, q_{ic} \log \mathrm{softmax}(z_i)_c` with ``q`` the (smoothed)
     one-hot target or the given probabilities. Same semantics as
     :func:`torch.nn.functional.cross_entropy` (``class_weight`` is its ``weight``,
     ``label_smoothing`` mixes the target with the uniform distribution:
-    ``q = (1 - eps) onehot + eps / C``), plus a per-element ``weight`` and validated inputs.
+    ``q = (1 - eps) onehot + eps / C``), plus a per-element ``sample_weight`` and validated inputs.
 
     Args:
         input: logits ``(N, C)`` or ``(N, C, d1, ...)``.
@@ -104,7 +104,7 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
         reduction: ``"mean"`` divides by the number of non-ignored elements, or by the sum of
             their class weights when ``class_weight`` is given (like ``F.cross_entropy``); an
             all-ignored batch gives 0 instead of NaN. ``"sum"`` | ``"none"`` (shape ``(N, d1, ...)``).
-        weight: optional per-element weights broadcastable to ``(N, d1, ...)``; they multiply the
+        sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``; they multiply the
             loss and do not enter the ``mean`` denominator.
 
     Example:
@@ -121,16 +121,16 @@ def cross_entropy_loss(input: Tensor, target: Tensor, *, class_weight: Optional[
         input = upcast(input)
         loss = F.cross_entropy(input, target, weight=cw, label_smoothing=label_smoothing, reduction="none")
         # soft targets: F.cross_entropy's mean divides by N (class weights are inside the sum)
-        return reduce_loss(loss, reduction, weight)
+        return reduce_loss(loss, reduction, sample_weight)
     if isinstance(target, Tensor) and target.is_floating_point():
         raise ValueError(f"target must be int64 class indices of shape {(input.shape[0],) + tuple(input.shape[2:])} "
                          f"or probabilities of the input's shape {tuple(input.shape)}, "
                          f"got a float tensor of shape {tuple(target.shape)}")
-    return index_cross_entropy(input, target, cw, ignore_index, label_smoothing, reduction, weight)
+    return index_cross_entropy(input, target, cw, ignore_index, label_smoothing, reduction, sample_weight)
 
 
 def index_cross_entropy(input: Tensor, target: Tensor, cw: Optional[Tensor], ignore_index: int,
-                        label_smoothing: float, reduction: str, weight: Optional[Tensor], *,
+                        label_smoothing: float, reduction: str, sample_weight: Optional[Tensor], *,
                         offset: Optional[Tensor] = None, scale: Optional[Tensor] = None) -> Tensor:
     """Cross-entropy of ``input * scale + offset`` (per-class vectors) against class indices,
     through the ``softmax_ce`` kernel op; reduced like ``F.cross_entropy``."""
@@ -141,12 +141,12 @@ def index_cross_entropy(input: Tensor, target: Tensor, cw: Optional[Tensor], ign
     denom_w = None
     if cw is not None:
         denom_w = cw[target.clamp_min(0).clamp_max(input.shape[1] - 1)]
-    return masked_reduce(loss, reduction, weight, valid, denom_w)
+    return masked_reduce(loss, reduction, sample_weight, valid, denom_w)
 
 
 @float32_compute
 def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, reduction: str = "mean",
-                weight: Optional[Tensor] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""KL divergence :math:`\mathrm{KL}(p \,\|\, q) = \sum_c p_c (\log p_c - \log q_c)` with
     ``q = softmax(input, dim=1)`` the model and ``p = target`` the reference distribution.
 
@@ -163,7 +163,7 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
             in ``[0, 1]`` (``[-inf, 0]``); a NaN or out-of-range value raises ``ValueError`` (on CUDA
             a device-side assert, see docs/conventions.md).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (shape ``(N, d1, ...)``).
-        weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
+        sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
     Example:
         >>> import torch, tailwise
@@ -187,7 +187,7 @@ def kl_div_loss(input: Tensor, target: Tensor, *, log_target: bool = False, redu
     else:
         safe_log = torch.log(torch.where(target > 0, target, torch.ones_like(target)))
         kl = torch.where(target > 0, target * (safe_log - logq), torch.zeros_like(logq))
-    return reduce_loss(kl.sum(dim=1), reduction, weight)
+    return reduce_loss(kl.sum(dim=1), reduction, sample_weight)
 
 
 @register_loss("entropy")
@@ -198,8 +198,8 @@ class EntropyLoss(Loss):
     where a ``(logits, labels)`` criterion is expected.
     """
 
-    def forward(self, input: Tensor, target: Optional[Tensor] = None, weight: Optional[Tensor] = None) -> Tensor:
-        return entropy_loss(input, reduction=self.reduction, weight=weight)
+    def forward(self, input: Tensor, target: Optional[Tensor] = None, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return entropy_loss(input, reduction=self.reduction, sample_weight=sample_weight)
 
 
 @register_loss("cross_entropy")
@@ -225,9 +225,9 @@ class CrossEntropyLoss(Loss):
                 raise ValueError(f"class_weight must be 1-D (C,), got shape {tuple(class_weight.shape)}")
         self.register_buffer("class_weight", class_weight)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return cross_entropy_loss(input, target, class_weight=self.class_weight, ignore_index=self.ignore_index,
-                                  label_smoothing=self.label_smoothing, reduction=self.reduction, weight=weight)
+                                  label_smoothing=self.label_smoothing, reduction=self.reduction, sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, {super().extra_repr()}"
@@ -241,5 +241,5 @@ class KLDivLoss(Loss):
         super().__init__(reduction)
         self.log_target = bool(log_target)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return kl_div_loss(input, target, log_target=self.log_target, reduction=self.reduction, weight=weight)
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return kl_div_loss(input, target, log_target=self.log_target, reduction=self.reduction, sample_weight=sample_weight)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .._base import Loss
+from .._reduction import rejects_weight
 from .._validation import assert_values, cached_on_device, check_nonnegative, host_value_checks
 from ..registry import register_loss
 from ._common import check_logits, masked_reduce
@@ -74,18 +75,19 @@ def difficulty_weights(per_class_acc, tau: Union[float, str] = 1.0) -> Tensor:
 
 
 def _class_weighted_ce(input: Tensor, target: Tensor, class_weight: Tensor, ignore_index: int,
-                       normalize_by_weight: bool, reduction: str, weight: Optional[Tensor]) -> Tensor:
+                       normalize_by_weight: bool, reduction: str, sample_weight: Optional[Tensor]) -> Tensor:
     if normalize_by_weight:
         return cross_entropy_loss(input, target, class_weight=class_weight, ignore_index=ignore_index,
-                                  reduction=reduction, weight=weight)
+                                  reduction=reduction, sample_weight=sample_weight)
     per = cross_entropy_loss(input, target, class_weight=class_weight, ignore_index=ignore_index,
                              reduction="none")
-    return masked_reduce(per, reduction, weight, target != ignore_index)
+    return masked_reduce(per, reduction, sample_weight, target != ignore_index)
 
 
+@rejects_weight
 def difficulty_loss(input: Tensor, target: Tensor, per_class_acc, *, tau: Union[float, str] = 1.0,
                     ignore_index: int = -100, normalize_by_weight: bool = False, reduction: str = "mean",
-                    weight: Optional[Tensor] = None) -> Tensor:
+                    sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Cross-entropy with class weights :math:`w_c \propto (1 - \mathrm{acc}_c)^{\tau}`
     (:func:`difficulty_weights`, mean 1) from the given per-class accuracies.
 
@@ -106,7 +108,7 @@ def difficulty_loss(input: Tensor, target: Tensor, per_class_acc, *, tau: Union[
     else:  # host data: weights computed on the host once per device (cached), no copy per call
         w = cached_on_device(per_class_acc, input.device, ("difficulty", tau, input.shape[1], dtype),
                              lambda a: difficulty_weights(_check_accuracies(a, input.shape[1]), tau).to(dtype=dtype))
-    return _class_weighted_ce(input, target, w, int(ignore_index), bool(normalize_by_weight), reduction, weight)
+    return _class_weighted_ce(input, target, w, int(ignore_index), bool(normalize_by_weight), reduction, sample_weight)
 
 
 @register_loss("difficulty")
@@ -176,13 +178,13 @@ class DifficultyWeightedLoss(Loss):
         self.num_updates += 1
         return self.class_weight.clone()
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         check_logits(input)
         if input.shape[1] != self.num_classes:
             raise ValueError(f"input must have num_classes={self.num_classes} classes in dimension 1, "
                              f"got shape {tuple(input.shape)}")
         return _class_weighted_ce(input, target, self.class_weight, self.ignore_index, self.normalize_by_weight,
-                                  self.reduction, weight)
+                                  self.reduction, sample_weight)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, tau={self.tau!r}, {super().extra_repr()}"

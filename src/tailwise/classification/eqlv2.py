@@ -64,7 +64,7 @@ def _check_hparams(gamma, mu, alpha):
         raise TypeError(f"mu must be a real number, got {type(mu).__name__}")
 
 
-def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_column, weight,
+def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_column, sample_weight,
            reduction, want_stats):
     check_reduction(reduction)
     _check_hparams(gamma, mu, alpha)
@@ -78,12 +78,12 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
                                  dtype=_cdt(input), device=input.device)
     pos_w, neg_w = _full_weights(pos_w, neg_w, use_background_column)
     target = target.long()
-    if weight is None and reduction != "none" and n > 0:
+    if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
         loss, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
     else:
         per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
-        loss = reduce_loss(per, reduction, weight)
+        loss = reduce_loss(per, reduction, sample_weight)
     return loss, pos_inc, neg_inc
 
 
@@ -91,7 +91,7 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
 def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                neg_grad: Optional[Tensor] = None, gamma: float = 12.0, mu: float = 0.8,
                alpha: float = 4.0, *, use_background_column: bool = False, ignore_index: Optional[int] = -100,
-               weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+               sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Equalization Loss v2 (sigmoid), Tan et al., "Equalization Loss v2", CVPR 2021.
 
     A one-hot binary cross-entropy whose per-class positive/negative terms are re-weighted from
@@ -128,7 +128,7 @@ def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
         gamma, mu, alpha: mapping-function parameters.
         ignore_index: rows with this label are skipped (as in ``F.cross_entropy``): no loss, no
             gradient, not counted by ``"mean"``; ``"none"`` gives them 0. ``None`` disables it.
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Example:
@@ -138,9 +138,9 @@ def eqlv2_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
         >>> round(eqlv2_loss(z, y).item(), 4)   # fresh: 3 * log 2
         2.0794
     """
-    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
+    input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
     loss, _, _ = _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_column,
-                        weight, reduction, False)
+                        sample_weight, reduction, False)
     return restore_rows(loss, keep, reduction)
 
 
@@ -207,11 +207,11 @@ class EQLv2Loss(GradStatsLoss):
         fresh = self.num_updates == 0  # tensor compare: no host sync
         return torch.where(fresh, torch.ones_like(pos_w), pos_w), torch.where(fresh, torch.ones_like(neg_w), neg_w)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         expected = self.num_classes + (1 if self.use_background_column else 0)
-        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
+        input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, self.ignore_index)
         check_logits_target(input, target, num_columns=expected)
-        return restore_rows(_module_forward(self, input, target, weight), keep, self.reduction)
+        return restore_rows(_module_forward(self, input, target, sample_weight), keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}, "
@@ -219,23 +219,23 @@ class EQLv2Loss(GradStatsLoss):
 
 
 @float32_compute_unless_kernel("eqlv2")
-def _fused_with_weights(input, target, pos_w, neg_w, use_bg, weight, reduction, want_stats):
+def _fused_with_weights(input, target, pos_w, neg_w, use_bg, sample_weight, reduction, want_stats):
     pos_w, neg_w = _full_weights(pos_w.to(_cdt(input)), neg_w.to(_cdt(input)), use_bg)
     c_stats = input.shape[1] - (1 if use_bg else 0)
     target = target.long()
     n = input.shape[0]
-    if weight is None and reduction != "none" and n > 0:
+    if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
         return _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
     per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
-    return reduce_loss(per, reduction, weight), pos_inc, neg_inc
+    return reduce_loss(per, reduction, sample_weight), pos_inc, neg_inc
 
 
-def _module_forward(mod: EQLv2Loss, input, target, weight):
+def _module_forward(mod: EQLv2Loss, input, target, sample_weight):
     pos_w, neg_w = mod.current_weights()
     update = mod.training
     loss, pos_inc, neg_inc = _fused_with_weights(input, target, pos_w, neg_w, mod.use_background_column,
-                                                 weight, mod.reduction, update)
+                                                 sample_weight, mod.reduction, update)
     if update:
         mod._accumulate(pos_inc, neg_inc)
     return loss

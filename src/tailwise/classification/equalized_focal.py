@@ -43,7 +43,7 @@ def _check_hparams(gamma_b, scale_factor, alpha):
 def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None,
                          neg_grad: Optional[Tensor] = None, gamma_b: float = 2.0,
                          scale_factor: float = 8.0, alpha: float = 0.25, *, ignore_index: Optional[int] = -100,
-                         weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+                         sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Equalized Focal Loss (sigmoid), Li et al., "Equalized Focal Loss for Dense Long-Tailed
     Object Detection", CVPR 2022 (pure: statistics are arguments, see :class:`EqualizedFocalLoss`).
 
@@ -77,12 +77,12 @@ def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tenso
     """
     check_reduction(reduction)
     _check_hparams(gamma_b, scale_factor, alpha)
-    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
+    input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
     y, c = _targets(input, target, dense=False)
     check_stats(pos_grad, neg_grad, c)
     gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, _like(input))
     loss = _sig.run("equalized_focal", input, y, gamma, wf, float(alpha))
-    return restore_rows(reduce_loss(loss, reduction, weight), keep, reduction)
+    return restore_rows(reduce_loss(loss, reduction, sample_weight), keep, reduction)
 
 
 def _like(input):
@@ -161,12 +161,12 @@ class EqualizedFocalLoss(GradStatsLoss):
         _check_hparams(gamma_b, scale_factor, alpha)
         self.gamma_b, self.scale_factor, self.alpha = float(gamma_b), float(scale_factor), float(alpha)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         check_floating(input, "input")  # a list: TypeError naming input, not AttributeError
         if input.dim() != 2 or input.shape[1] != self.num_classes:
             raise ValueError(f"input must have shape (N, {self.num_classes}), got {tuple(input.shape)}")
-        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
-        return restore_rows(_forward(self, input, target, self.pos_grad.clone(), self.neg_grad.clone(), weight),
+        input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, self.ignore_index)
+        return restore_rows(_forward(self, input, target, self.pos_grad.clone(), self.neg_grad.clone(), sample_weight),
                             keep, self.reduction)
 
     def extra_repr(self) -> str:
@@ -175,7 +175,7 @@ class EqualizedFocalLoss(GradStatsLoss):
 
 
 @float32_compute_unless_kernel("equalized_focal")
-def _forward(mod, input, target, pos_grad, neg_grad, weight):
+def _forward(mod, input, target, pos_grad, neg_grad, sample_weight):
     tgt, c = _targets(input, target, dense=False)
     # the official pos_neg starts at ones: before the first update every class has g = 1
     fresh = mod.num_updates == 0
@@ -183,7 +183,7 @@ def _forward(mod, input, target, pos_grad, neg_grad, weight):
     g = torch.where(fresh, torch.ones_like(g_ratio), g_ratio).to(_like(input).dtype)
     gamma = mod.gamma_b + mod.scale_factor * (1.0 - g)
     wf = gamma / mod.gamma_b
-    loss = reduce_loss(_sig.run("equalized_focal", input, tgt, gamma, wf, mod.alpha), mod.reduction, weight)
+    loss = reduce_loss(_sig.run("equalized_focal", input, tgt, gamma, wf, mod.alpha), mod.reduction, sample_weight)
     if mod.training:
         with torch.no_grad():
             # the statistics use the torch ops of the torch path (bit-identical on either backend)

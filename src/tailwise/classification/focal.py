@@ -42,7 +42,7 @@ def _alpha_vector(alpha, num_classes: int, like: Tensor) -> Optional[Tensor]:
 @float32_compute_unless_kernel("softmax_ce")
 def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, Sequence[float]]] = None,
                gamma: float = 2.0, ignore_index: int = -100, reduction: str = "mean",
-               weight: Optional[Tensor] = None) -> Tensor:
+               sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Softmax (multi-class) focal loss :math:`-\alpha_{y} (1 - p_{y})^{\gamma} \log p_{y}`,
     ``p = softmax(input, dim=1)``.
 
@@ -61,7 +61,7 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
         ignore_index: target value that contributes no loss and no gradient.
         reduction: ``"mean"`` over the non-ignored elements (alpha does not enter the
             denominator), ``"sum"``, or ``"none"`` (shape ``(N, d1, ...)``).
-        weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
+        sample_weight: optional per-element weights broadcastable to ``(N, d1, ...)``.
 
     Example:
         >>> import torch, tailwise
@@ -79,12 +79,12 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
     a = _alpha_vector(alpha, C, input if input.dtype not in (torch.float16, torch.bfloat16)
                       else input.new_empty(0, dtype=torch.float32))
     loss = softmax_cross_entropy(input, target, None, None, a, gamma, 0.0, ignore_index, focal=True)
-    return masked_reduce(loss, reduction, weight, valid if has_ignored else None)
+    return masked_reduce(loss, reduction, sample_weight, valid if has_ignored else None)
 
 
 @float32_compute_unless_kernel("sigmoid_focal")
 def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, gamma: float = 2.0,
-                       reduction: str = "mean", weight: Optional[Tensor] = None) -> Tensor:
+                       reduction: str = "mean", sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Sigmoid focal loss for multi-label classification and dense detection.
 
     :math:`\ell = \alpha_t (1 - p_t)^\gamma \mathrm{BCE}(x, t)`, ``p = sigmoid(x)``,
@@ -123,8 +123,8 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
         # the fused paths give the target no gradient; a target that asks for one (e.g. a learned
         # soft label) takes the autograd formulation, exact for both arguments
         return reduce_loss(_sigmoid_focal_autograd(upcast(input), upcast(target).to(upcast(input).dtype),
-                                                   alpha, gamma), reduction, weight)
-    if weight is None and reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
+                                                   alpha, gamma), reduction, sample_weight)
+    if sample_weight is None and reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
         # per-row sums from the kernel: the (N, C) loss is never written
         # a 0/1 integer or bool target is a dense float target here, never class indices
         t = target if target.dtype in (torch.float32, torch.float64) else target.to(torch.float32)
@@ -133,7 +133,7 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
     t = target.to(input.dtype)
     loss = _sig.run("sigmoid_focal", input, t, alpha, gamma)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 def _sigmoid_focal_autograd(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -170,9 +170,9 @@ class FocalLoss(Loss):
                 raise ValueError(f"alpha must be a number or 1-D (C,), got shape {tuple(alpha.shape)}")
         self.register_buffer("alpha", alpha)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return focal_loss(input, target, alpha=self.alpha, gamma=self.gamma, ignore_index=self.ignore_index,
-                          reduction=self.reduction, weight=weight)
+                          reduction=self.reduction, sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, ignore_index={self.ignore_index}, {super().extra_repr()}"
@@ -191,17 +191,17 @@ class SigmoidFocalLoss(Loss):
         self.alpha = _check_number(alpha, "alpha")
         self.gamma = check_nonnegative(gamma, "gamma")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         if (isinstance(target, Tensor) and not target.is_floating_point() and isinstance(input, Tensor)
                 and input.dim() == 2 and target.shape == input.shape[:1]):
             check_index_target(input, target)
-            if weight is None and self.reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
+            if sample_weight is None and self.reduction != "none" and _sig.uses_kernel("sigmoid_focal", input):
                 # the kernel reads the class indices: no (N, C) one-hot target
                 total = _sig.run("sigmoid_focal", input, target.long(), self.alpha, self.gamma, row_sum=True).sum()
                 return total / max(input.numel(), 1) if self.reduction == "mean" else total
             target = F.one_hot(target.long(), input.shape[1]).to(input.dtype)
         return sigmoid_focal_loss(input, target, alpha=self.alpha, gamma=self.gamma, reduction=self.reduction,
-                                  weight=weight)
+                                  sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, gamma={self.gamma}, {super().extra_repr()}"

@@ -79,7 +79,7 @@ def iif_weights(class_counts, variant: str = "raw", norm: float = 0.0) -> Tensor
 @float32_compute_unless_kernel("softmax_ce")
 def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw", norm: float = 0.0,
              ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
-             weight: Optional[Tensor] = None) -> Tensor:
+             sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""IIF loss: cross-entropy on logits multiplied by the IIF weights, :math:`\mathrm{CE}(z \odot w, y)`.
 
     Use the same weights at test time (``IIFLoss.inference_logits``):
@@ -98,7 +98,7 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     wdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
     w = from_counts(class_counts, input.shape[1], input.new_empty(0, dtype=wdt), ("iif", variant, norm),
                     lambda n: iif_weights(n, variant, norm))
-    return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight)
+    return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight)
 
 
 class _ScaleLogits(torch.autograd.Function):
@@ -122,15 +122,15 @@ class _ScaleLogits(torch.autograd.Function):
 
 
 @float32_compute_unless_kernel("softmax_ce")
-def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, weight):
+def _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight):
     if not is_soft_target(input, target) and uses_kernel(input):
         # the kernel scales the logits on the fly: no scaled (N, C) copy
-        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, weight,
+        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
                                    scale=w.to(device=input.device, dtype=torch.float32))
     input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
     scaled = _ScaleLogits.apply(input, class_view(w.to(dtype=input.dtype, device=input.device), input))
     return cross_entropy_loss(scaled, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                              reduction=reduction, weight=weight)
+                              reduction=reduction, sample_weight=sample_weight)
 
 
 @register_loss("iif")
@@ -164,13 +164,13 @@ class IIFLoss(Loss):
                              f"{tuple(logits.shape)}")
         return logits * class_view(self.iif.to(logits.dtype), logits)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         check_logits(input)
         if input.shape[1] != self.iif.numel():
             raise ValueError(f"input must have {self.iif.numel()} classes (len(class_counts)) in dimension 1, "
                              f"got shape {tuple(input.shape)}")
         return _weighted_logits_ce(input, target, self.iif, self.ignore_index, self.label_smoothing,
-                                   self.reduction, weight)
+                                   self.reduction, sample_weight)
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, norm={self.norm}, {super().extra_repr()}"

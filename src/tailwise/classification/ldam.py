@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .._base import Loss
 from .._precision import float32_compute
-from .._validation import _check_number, check_class_counts, check_positive
+from .._validation import check_class_counts, check_positive
 from ..registry import register_loss
 from ._common import check_index_target, check_logits
 from .class_balanced import class_balanced_weights
@@ -44,7 +44,7 @@ def _ldam(input: Tensor, target: Tensor, margins: Tensor, s: float, class_weight
     m = margins.to(dtype=input.dtype, device=input.device)[safe]
     adjusted = input - F.one_hot(safe, input.shape[1]).to(input.dtype) * m.unsqueeze(1)
     return cross_entropy_loss(s * adjusted, target, class_weight=class_weight, ignore_index=ignore_index,
-                              reduction=reduction, weight=sample_weight)
+                              reduction=reduction, sample_weight=sample_weight)
 
 
 @float32_compute

@@ -23,7 +23,7 @@ __all__ = ["balanced_softmax_loss", "logit_adjusted_loss", "adjust_logits", "Bal
 @float32_compute_unless_kernel("softmax_ce")
 def logit_adjusted_loss(input: Tensor, target: Tensor, class_counts, *, tau: float = 1.0,
                         ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
-                        weight: Optional[Tensor] = None) -> Tensor:
+                        sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Logit-adjusted cross-entropy :math:`\mathrm{CE}(z + \tau \log \pi, y)`, :math:`\pi_c = n_c / \sum n`.
 
     Menon et al., "Long-tail learning via logit adjustment", ICLR 2021 (arXiv 2007.07314),
@@ -42,18 +42,18 @@ def logit_adjusted_loss(input: Tensor, target: Tensor, class_counts, *, tau: flo
     if not is_soft_target(input, target) and uses_kernel(input):
         # the kernel adds the per-class offset on the fly: no shifted (N, C) copy
         offset = log_prior(class_counts, input.shape[1], like=compute_like(input)) * tau
-        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, weight,
+        return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
                                    offset=offset)
     input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
     shift = class_view(log_prior(class_counts, input.shape[1], like=input) * tau, input)
     return cross_entropy_loss(input + shift, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                              reduction=reduction, weight=weight)
+                              reduction=reduction, sample_weight=sample_weight)
 
 
 @float32_compute_unless_kernel("softmax_ce")
 def balanced_softmax_loss(input: Tensor, target: Tensor, class_counts, *, ignore_index: int = -100,
                           label_smoothing: float = 0.0, reduction: str = "mean",
-                          weight: Optional[Tensor] = None) -> Tensor:
+                          sample_weight: Optional[Tensor] = None) -> Tensor:
     r"""Balanced Softmax cross-entropy :math:`\mathrm{CE}(z + \log \pi, y)`.
 
     Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition", NeurIPS 2020; the
@@ -67,7 +67,7 @@ def balanced_softmax_loss(input: Tensor, target: Tensor, class_counts, *, ignore
         >>> loss = tailwise.functional.balanced_softmax_loss(z, y, [500, 50, 5])
     """
     return logit_adjusted_loss(input, target, class_counts, tau=1.0, ignore_index=ignore_index,
-                               label_smoothing=label_smoothing, reduction=reduction, weight=weight)
+                               label_smoothing=label_smoothing, reduction=reduction, sample_weight=sample_weight)
 
 
 def adjust_logits(logits: Tensor, class_counts, tau: float = 1.0) -> Tensor:
@@ -114,9 +114,9 @@ class LogitAdjustedLoss(_PriorLoss):
         super().__init__(class_counts, ignore_index, label_smoothing, reduction)
         self.tau = _check_number(tau, "tau")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return logit_adjusted_loss(input, target, self.class_counts, tau=self.tau, ignore_index=self.ignore_index,
-                                   label_smoothing=self.label_smoothing, reduction=self.reduction, weight=weight)
+                                   label_smoothing=self.label_smoothing, reduction=self.reduction, sample_weight=sample_weight)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, {super().extra_repr()}"
@@ -130,6 +130,6 @@ class BalancedSoftmaxLoss(_PriorLoss):
                  reduction: str = "mean") -> None:
         super().__init__(class_counts, ignore_index, label_smoothing, reduction)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return balanced_softmax_loss(input, target, self.class_counts, ignore_index=self.ignore_index,
-                                     label_smoothing=self.label_smoothing, reduction=self.reduction, weight=weight)
+                                     label_smoothing=self.label_smoothing, reduction=self.reduction, sample_weight=sample_weight)

@@ -45,7 +45,7 @@ def _adjusted(input: Tensor, indicator: Optional[Tensor], tau: float, eps: float
 @float32_compute
 def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] = None,
                      tau: float = 1.0, eps: float = 1e-4, *, ignore_index: Optional[int] = -100,
-                     weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+                     sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Softmax Equalization Loss (pure: the statistic is an argument).
 
     Cross-entropy on logits re-weighted by the accumulated gradient statistic
@@ -79,7 +79,7 @@ def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] 
     check_reduction(reduction)
     check_nonnegative(tau, "tau")
     check_positive(eps, "eps")
-    input, target, weight, keep = drop_ignored(input, target, weight, ignore_index)
+    input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
     n, c = check_logits_target(input, target)
     _check_indicator(indicator, c)
     if uses_kernel(input):
@@ -88,7 +88,7 @@ def softmax_eql_loss(input: Tensor, target: Tensor, indicator: Optional[Tensor] 
     else:
         logits = _adjusted(input, indicator, float(tau), float(eps))
         loss = F.cross_entropy(logits, target.long(), reduction="none")
-    return restore_rows(reduce_loss(loss, reduction, weight), keep, reduction)
+    return restore_rows(reduce_loss(loss, reduction, sample_weight), keep, reduction)
 
 
 @float32_compute
@@ -144,11 +144,11 @@ class SoftmaxEQLLoss(GradStatsLoss):
         check_choice(indicator, "indicator", _INDICATORS)
         self.tau, self.eps, self.indicator = float(tau), float(eps), indicator
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        input, target, weight, keep = drop_ignored(input, target, weight, self.ignore_index)
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, self.ignore_index)
         check_logits_target(input, target, num_columns=self.num_classes)
         stat = self.pos_grad if self.indicator == "pos" else self.neg_grad
-        return restore_rows(_forward(self, input, target, stat.clone(), weight), keep, self.reduction)
+        return restore_rows(_forward(self, input, target, stat.clone(), sample_weight), keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, tau={self.tau}, eps={self.eps}, "
@@ -156,15 +156,15 @@ class SoftmaxEQLLoss(GradStatsLoss):
 
 
 @float32_compute
-def _forward(mod: SoftmaxEQLLoss, input, target, stat, weight):
+def _forward(mod: SoftmaxEQLLoss, input, target, stat, sample_weight):
     target = target.long()
     if uses_kernel(input):
         loss = reduce_loss(softmax_cross_entropy(input, target, _offset(stat, mod.tau, mod.eps, input)),
-                           mod.reduction, weight)
+                           mod.reduction, sample_weight)
         logits = _adjusted(input, stat, mod.tau, mod.eps) if mod.training else None
     else:
         logits = _adjusted(input, stat, mod.tau, mod.eps)
-        loss = reduce_loss(F.cross_entropy(logits, target, reduction="none"), mod.reduction, weight)
+        loss = reduce_loss(F.cross_entropy(logits, target, reduction="none"), mod.reduction, sample_weight)
     if mod.training:
         with torch.no_grad():
             pos_inc, neg_inc = _increments(logits.detach(), target)

@@ -62,7 +62,7 @@ def tade_inverse_prior(prior: Tensor) -> Tensor:
 
 @float32_compute
 def tade_loss(expert_logits: ExpertLogits, target: Tensor, class_counts, tau: float = 2.0, *,
-              weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+              sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""TADE's skill-diverse three-expert training objective (``DiverseExpertLoss``).
 
     With :math:`\pi` the training prior (``class_counts`` normalised) and :math:`\bar\pi` its
@@ -109,7 +109,7 @@ def tade_loss(expert_logits: ExpertLogits, target: Tensor, class_counts, tau: fl
     shifted = x + shift.unsqueeze(1)
     t = target.long()
     per = F.cross_entropy(shifted.reshape(3 * n, c), t.repeat(3), reduction="none").view(3, n).sum(0)
-    return reduce_loss(per, reduction, weight)
+    return reduce_loss(per, reduction, sample_weight)
 
 
 @register_loss("tade")
@@ -135,8 +135,8 @@ class TADELoss(Loss):
         self.tau = float(tau)
         self.register_buffer("class_counts", counts.float())
 
-    def forward(self, expert_logits: ExpertLogits, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return tade_loss(expert_logits, target, self.class_counts, self.tau, weight=weight,
+    def forward(self, expert_logits: ExpertLogits, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return tade_loss(expert_logits, target, self.class_counts, self.tau, sample_weight=sample_weight,
                          reduction=self.reduction)
 
     def extra_repr(self) -> str:

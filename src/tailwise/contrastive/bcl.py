@@ -21,7 +21,7 @@ __all__ = ["bcl_loss", "BCLLoss"]
 @keeps_feature_dtype
 @float32_compute
 def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: float = 0.07,
-             normalize: bool = False, gather_distributed: bool = False, weight: Optional[Tensor] = None,
+             normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
              reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
     r"""Balanced supervised contrastive loss, Zhu et al. CVPR 2022 (github FlamieZhu/Balanced-Contrastive-Learning,
     ``loss/contrastive.py`` ``BalSCL``).
@@ -78,12 +78,12 @@ def bcl_loss(features: Tensor, labels: Tensor, centers: Tensor, *, temperature: 
     lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, col_bias=col_bias, self_idx=self_idx, a_lab=a_lab,
                                      c_lab=c_lab, same_bias=same, positives=True, chunk_size=chunk_size)
     per_anchor = lse - dot / (t * cnt)
-    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, weight)
+    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
 @register_loss("bcl")
 class BCLLoss(Loss):
-    """Balanced contrastive loss; ``forward(features, labels, centers, weight=None)``.
+    """Balanced contrastive loss; ``forward(features, labels, centers, sample_weight=None)``.
 
     See :func:`tailwise.functional.bcl_loss`. BCL's total objective adds a logit-adjusted
     cross-entropy on the classifier, weighted against this loss as in the official ``main.py``.
@@ -95,6 +95,6 @@ class BCLLoss(Loss):
         self.temperature = check_positive(temperature, "temperature")
         self.normalize, self.gather_distributed = normalize, gather_distributed
 
-    def forward(self, features: Tensor, labels: Tensor, centers: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, centers: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return bcl_loss(features, labels, centers, temperature=self.temperature, normalize=self.normalize,
-                        gather_distributed=self.gather_distributed, weight=weight, reduction=self.reduction)
+                        gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction)

@@ -17,7 +17,7 @@ __all__ = ["byol_loss", "BYOLLoss"]
 
 
 @float32_compute
-def byol_loss(prediction: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
+def byol_loss(prediction: Tensor, target: Tensor, *, sample_weight: Optional[Tensor] = None,
               reduction: str = "mean", eps: float = 1e-12) -> Tensor:
     r"""BYOL loss :math:`\|\bar p - \bar z\|^2 = 2 - 2\cos(p, z)` (Grill et al. NeurIPS 2020).
 
@@ -42,12 +42,12 @@ def byol_loss(prediction: Tensor, target: Tensor, *, weight: Optional[Tensor] = 
     p = F.normalize(prediction, dim=-1, eps=eps)
     z = F.normalize(target.to(p.dtype), dim=-1, eps=eps)
     loss = 2.0 - 2.0 * (p * z).sum(-1)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("byol")
 class BYOLLoss(Loss):
     """BYOL ``2 - 2 cos(p, z)``; see :func:`tailwise.functional.byol_loss`."""
 
-    def forward(self, prediction: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return byol_loss(prediction, target, weight=weight, reduction=self.reduction)
+    def forward(self, prediction: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return byol_loss(prediction, target, sample_weight=sample_weight, reduction=self.reduction)

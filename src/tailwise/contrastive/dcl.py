@@ -17,7 +17,7 @@ from ._common import check_features, contrastive_rows, flatten_views, gather, ke
 __all__ = ["dcl_loss", "dclw_loss", "DCLLoss", "DCLWLoss"]
 
 
-def _dcl(features, temperature, sigma, normalize, gather_distributed, weight, reduction, chunk_size):
+def _dcl(features, temperature, sigma, normalize, gather_distributed, sample_weight, reduction, chunk_size):
     t = check_positive(temperature, "temperature")
     check_floating(features, "features", ndim=3)
     if features.shape[1] != 2:
@@ -30,7 +30,7 @@ def _dcl(features, temperature, sigma, normalize, gather_distributed, weight, re
         # no negative exists (a batch of 1 over all ranks): the log-sum over the empty negative set
         # is -inf; the official mask constant log(1e-45) only gives an arbitrary finite number.
         # Nothing to contrast against: 0 per sample, with a grad_fn and zero gradient.
-        return reduce_loss((feats * 0.0).sum((1, 2)), reduction, weight)
+        return reduce_loss((feats * 0.0).sum((1, 2)), reduction, sample_weight)
     contrast = flatten_views(feats_all)                      # [z1 of all; z2 of all]
     anchors = flatten_views(feats)                           # [z1 local; z2 local]
     base = torch.arange(n, device=feats.device) + offset
@@ -46,13 +46,13 @@ def _dcl(features, temperature, sigma, normalize, gather_distributed, weight, re
         w_all = 2.0 - n_all * torch.softmax(pos_all, 0)
         pos = pos * w_all[offset:offset + n]
     loss = (neg.view(2, n) - pos).sum(0)                     # official: loss(z1, z2) + loss(z2, z1)
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @keeps_feature_dtype
 @float32_compute
 def dcl_loss(features: Tensor, *, temperature: float = 0.1, normalize: bool = False,
-             gather_distributed: bool = False, weight: Optional[Tensor] = None, reduction: str = "mean",
+             gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
              chunk_size: Optional[int] = None) -> Tensor:
     r"""Decoupled contrastive loss, Yeh et al. ECCV 2022 (arXiv 2110.06848).
 
@@ -76,13 +76,13 @@ def dcl_loss(features: Tensor, *, temperature: float = 0.1, normalize: bool = Fa
         >>> from tailwise.functional import dcl_loss
         >>> loss = dcl_loss(F.normalize(torch.randn(8, 2, 16), dim=-1))
     """
-    return _dcl(features, temperature, None, normalize, gather_distributed, weight, reduction, chunk_size)
+    return _dcl(features, temperature, None, normalize, gather_distributed, sample_weight, reduction, chunk_size)
 
 
 @keeps_feature_dtype
 @float32_compute
 def dclw_loss(features: Tensor, *, temperature: float = 0.1, sigma: float = 0.5, normalize: bool = False,
-              gather_distributed: bool = False, weight: Optional[Tensor] = None, reduction: str = "mean",
+              gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
               chunk_size: Optional[int] = None) -> Tensor:
     r"""Weighted DCL (DCLW): the positive term is scaled by a von Mises-Fisher weight
 
@@ -95,7 +95,7 @@ def dclw_loss(features: Tensor, *, temperature: float = 0.1, sigma: float = 0.5,
     (as that code).
     """
     s = check_positive(sigma, "sigma")
-    return _dcl(features, temperature, s, normalize, gather_distributed, weight, reduction, chunk_size)
+    return _dcl(features, temperature, s, normalize, gather_distributed, sample_weight, reduction, chunk_size)
 
 
 @register_loss("dcl")
@@ -108,9 +108,9 @@ class DCLLoss(Loss):
         self.temperature = check_positive(temperature, "temperature")
         self.normalize, self.gather_distributed = normalize, gather_distributed
 
-    def forward(self, features: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return dcl_loss(features, temperature=self.temperature, normalize=self.normalize,
-                        gather_distributed=self.gather_distributed, weight=weight, reduction=self.reduction)
+                        gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction)
 
 
 @register_loss("dclw")
@@ -124,6 +124,6 @@ class DCLWLoss(Loss):
         self.sigma = check_positive(sigma, "sigma")
         self.normalize, self.gather_distributed = normalize, gather_distributed
 
-    def forward(self, features: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return dclw_loss(features, temperature=self.temperature, sigma=self.sigma, normalize=self.normalize,
-                         gather_distributed=self.gather_distributed, weight=weight, reduction=self.reduction)
+                         gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction)

@@ -21,7 +21,7 @@ __all__ = ["info_nce_loss", "InfoNCELoss"]
 @keeps_feature_dtype
 @float32_compute
 def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperature: float = 0.07,
-                  normalize: bool = False, gather_distributed: bool = False, weight: Optional[Tensor] = None,
+                  normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
                   reduction: str = "mean", chunk_size: Optional[int] = None,
                   queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""InfoNCE over two views.
@@ -54,7 +54,7 @@ def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperatu
         raise ValueError(f"features must have shape (N, 2, D) (two views), got {tuple(features.shape)}")
     if queue is None:
         return supcon_loss(features, temperature=t, base_temperature=t, normalize=normalize,
-                           gather_distributed=gather_distributed, weight=weight, reduction=reduction,
+                           gather_distributed=gather_distributed, sample_weight=sample_weight, reduction=reduction,
                            chunk_size=chunk_size)
     feats = check_features(features, normalize=normalize)
     check_floating(queue, "queue", ndim=2)
@@ -71,14 +71,14 @@ def info_nce_loss(features: Tensor, queue: Optional[Tensor] = None, *, temperatu
     pos = (q * k).sum(-1) / t
     neg, _, _ = contrastive_rows(q, queue.detach().to(q.dtype), 1.0 / t, col_bias=col_bias, chunk_size=chunk_size)
     loss = torch.logaddexp(pos, neg) - pos
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("info_nce")
 class InfoNCELoss(Loss):
     """InfoNCE / NT-Xent, optionally with a :class:`MemoryQueue` of negatives.
 
-    ``forward(features, queue=None, weight=None)``; ``queue`` may be a tensor or a
+    ``forward(features, queue=None, sample_weight=None)``; ``queue`` may be a tensor or a
     :class:`MemoryQueue` (its filled keys are used). See :func:`tailwise.functional.info_nce_loss`.
     """
 
@@ -89,7 +89,7 @@ class InfoNCELoss(Loss):
         self.normalize = normalize
         self.gather_distributed = gather_distributed
 
-    def forward(self, features: Tensor, queue=None, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, queue=None, sample_weight: Optional[Tensor] = None) -> Tensor:
         mask = None
         if queue is not None and not isinstance(queue, Tensor):
             if not hasattr(queue, "masked"):  # a list used to raise AttributeError
@@ -99,5 +99,5 @@ class InfoNCELoss(Loss):
             else:
                 queue, _, mask = queue.masked()
         return info_nce_loss(features, queue, temperature=self.temperature, normalize=self.normalize,
-                             gather_distributed=self.gather_distributed, weight=weight, reduction=self.reduction,
+                             gather_distributed=self.gather_distributed, sample_weight=sample_weight, reduction=self.reduction,
                              queue_mask=mask)

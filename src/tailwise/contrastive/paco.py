@@ -27,7 +27,7 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
               beta: float = 1.0, gamma: float = 1.0, temperature: float = 0.2,
               base_temperature: Optional[float] = None, supt: float = 1.0, smoothing: float = 0.0,
               queue: Optional[Tensor] = None, queue_labels: Optional[Tensor] = None, normalize: bool = False,
-              gather_distributed: bool = False, weight: Optional[Tensor] = None, reduction: str = "mean",
+              gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
               chunk_size: Optional[int] = None, queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""GPaCo loss, Cui et al. ICCV 2021 / TPAMI 2023 (github dvlab-research/Parametric-Contrastive-Learning,
     ``GPaCo/LT/losses.py`` ``PaCoLoss``).
@@ -129,14 +129,14 @@ def paco_loss(features: Tensor, labels: Tensor, sup_logits: Tensor, *,
     w = b * target.sum(1) + a * cnt
     # the own-class centre is always a positive, so w > 0 unless alpha = beta = 0
     per_anchor = -(t / tb) * (pos / w - lse)
-    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, weight)
+    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
 @register_loss("paco")
 class PaCoLoss(Loss):
     """GPaCo loss with learnable class centres (a linear classifier ``centers``/``bias``).
 
-    ``forward(features, labels, center_inputs=None, queue=None, weight=None)``: the centre logits are
+    ``forward(features, labels, center_inputs=None, queue=None, sample_weight=None)``: the centre logits are
     ``center_inputs @ centers.T + bias`` (``center_inputs`` default: ``features``; GPaCo feeds the
     backbone's pooled features here, ``(N, F)`` or ``(N, V, F)``). ``centers`` and ``bias`` are
     parameters (in ``state_dict``); train them with the model. ``queue`` may be a labelled
@@ -177,7 +177,7 @@ class PaCoLoss(Loss):
                   torch.zeros(1, 1), **self.kw)  # validates the hyper-parameters once
 
     def forward(self, features: Tensor, labels: Tensor, center_inputs: Optional[Tensor] = None, queue=None,
-                weight: Optional[Tensor] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None) -> Tensor:
         x = features if center_inputs is None else center_inputs
         # validate before the matmul: a wrong width or a list gave a RuntimeError / AttributeError
         check_floating(x, "features" if center_inputs is None else "center_inputs", ndim=(2, 3),
@@ -192,4 +192,4 @@ class PaCoLoss(Loss):
             else:
                 qk, ql, qm = queue.masked()
         return paco_loss(features, labels, sup, class_counts=self.class_counts, queue=qk, queue_labels=ql,
-                         weight=weight, reduction=self.reduction, queue_mask=qm, **self.kw)
+                         sample_weight=sample_weight, reduction=self.reduction, queue_mask=qm, **self.kw)

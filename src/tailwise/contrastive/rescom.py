@@ -66,7 +66,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
                 queue_labels: Optional[Tensor] = None, *, class_counts=None, effective_num_beta: float = 0.999,
                 num_positives: Optional[int] = None, num_negatives: Optional[int] = None,
                 temperature: float = 0.1, normalize: bool = False, gather_distributed: bool = False,
-                weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None,
+                sample_weight: Optional[Tensor] = None, reduction: str = "mean", chunk_size: Optional[int] = None,
                 queue_mask: Optional[Tensor] = None) -> Tensor:
     r"""ResCom contrastive term (Zhong et al., arXiv 2203.11506; github dvlab-research/Imbalanced-Learning ``ResCom``).
 
@@ -84,7 +84,7 @@ def rescom_loss(features: Tensor, labels: Tensor, queue: Optional[Tensor] = None
     class_weights = None if class_counts is None else _class_weights_on(class_counts, effective_num_beta,
                                                                         features.device)
     return _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, num_positives, num_negatives,
-                   temperature, normalize, gather_distributed, weight, reduction, chunk_size)
+                   temperature, normalize, gather_distributed, sample_weight, reduction, chunk_size)
 
 
 _WEIGHTS_CACHE: dict = {}
@@ -118,7 +118,7 @@ def _class_weights_on(class_counts, beta: float, device) -> Tensor:
 
 @float32_compute
 def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, num_positives, num_negatives,
-            temperature, normalize, gather_distributed, weight, reduction, chunk_size):
+            temperature, normalize, gather_distributed, sample_weight, reduction, chunk_size):
     t = check_positive(temperature, "temperature")
     feats = as_views(check_features(features, normalize=normalize))
     n, v, d = feats.shape
@@ -168,7 +168,7 @@ def _rescom(features, labels, queue, queue_labels, queue_mask, class_weights, nu
         elif labels.numel():
             assert_values(((labels >= 0) & (labels < w.shape[0])).all(), msg)
         per_anchor = per_anchor * w[a_lab.clamp(0, w.shape[0] - 1)]
-    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, weight)
+    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
 @register_loss("rescom")
@@ -195,7 +195,7 @@ class ResComLoss(Loss):
                        num_negatives=num_negatives, temperature=temperature, normalize=normalize,
                        gather_distributed=gather_distributed)
 
-    def forward(self, features: Tensor, labels: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         kw = dict(self.kw)
         kw.pop("effective_num_beta")
         if host_selection(features, self.queue.queue):
@@ -204,7 +204,7 @@ class ResComLoss(Loss):
         else:
             qk, ql, qm = self.queue.masked()
         loss = _rescom(features, labels, qk, ql, qm, self.class_weights, kw["num_positives"], kw["num_negatives"],
-                       kw["temperature"], kw["normalize"], kw["gather_distributed"], weight, self.reduction, None)
+                       kw["temperature"], kw["normalize"], kw["gather_distributed"], sample_weight, self.reduction, None)
         if self.training:
             feats = as_views(features.detach())
             f0 = feats[:, 0]

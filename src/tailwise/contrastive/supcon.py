@@ -33,7 +33,7 @@ def _anchor_layout(local: Tensor, n_all: int, offset: int, contrast_mode: str):
 @float32_compute
 def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None, *,
                 temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
-                normalize: bool = False, gather_distributed: bool = False, weight: Optional[Tensor] = None,
+                normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
                 reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
     r"""Supervised contrastive loss, Khosla et al. NeurIPS 2020 (arXiv 2004.11362).
 
@@ -66,7 +66,7 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
         normalize: L2-normalise ``features`` inside; otherwise non-unit rows raise ``ValueError``.
         gather_distributed: all-gather features (with gradient) and labels from every rank so the
             contrast set is the global batch; each rank's anchors are its own rows.
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"`` (reference), ``"sum"`` or ``"none"`` (``(N,)``: each sample's loss
             averaged over its anchor views, so ``mean`` equals the reference's mean over anchors).
         chunk_size: rows per block of the fused logsumexp (default: about 4M elements per block).
@@ -117,14 +117,14 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
                                          positives=True, symmetric=sym, chunk_size=chunk_size)
     per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t) * (t / tb)
     per_sample = per_anchor.view(n_anchor_views, n).mean(0)
-    return reduce_loss(per_sample, reduction, weight)
+    return reduce_loss(per_sample, reduction, sample_weight)
 
 
 @register_loss("supcon")
 class SupConLoss(Loss):
     r"""Supervised contrastive loss (SupCon); see :func:`tailwise.functional.supcon_loss`.
 
-    ``forward(features, labels=None, mask=None, weight=None)`` with features ``(N, V, D)``.
+    ``forward(features, labels=None, mask=None, sample_weight=None)`` with features ``(N, V, D)``.
 
     Example:
         >>> import torch, torch.nn.functional as F, tailwise
@@ -146,11 +146,11 @@ class SupConLoss(Loss):
         self.chunk_size = chunk_size
 
     def forward(self, features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                weight: Optional[Tensor] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None) -> Tensor:
         return supcon_loss(features, labels, mask, temperature=self.temperature,
                            base_temperature=self.base_temperature, contrast_mode=self.contrast_mode,
                            normalize=self.normalize, gather_distributed=self.gather_distributed,
-                           weight=weight, reduction=self.reduction, chunk_size=self.chunk_size)
+                           sample_weight=sample_weight, reduction=self.reduction, chunk_size=self.chunk_size)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, base_temperature={self.base_temperature}, "

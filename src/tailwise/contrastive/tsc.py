@@ -119,7 +119,7 @@ def assign_targets(class_centers: Tensor, targets: Tensor) -> Tensor:
 @float32_compute
 def tsc_loss(features: Tensor, labels: Tensor, targets: Tensor, assignment: Tensor, *, temperature: float = 0.07,
              base_temperature: Optional[float] = None, target_weight: float = 1.0, normalize: bool = False,
-             gather_distributed: bool = False, weight: Optional[Tensor] = None, reduction: str = "mean",
+             gather_distributed: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
              chunk_size: Optional[int] = None) -> Tensor:
     r"""Targeted supervised contrastive loss, Li et al. CVPR 2022 (github LTH14/targeted-supcon).
 
@@ -174,7 +174,7 @@ def tsc_loss(features: Tensor, labels: Tensor, targets: Tensor, assignment: Tens
     # -(1/|P|) [sum_p s_ip + tw s_it - (|P| - 1 + tw) lse]; |P| counts the target once and is >= 1
     w_total = cnt - 1 + tw
     per_anchor = (t / tb) * (w_total * lse - dot / t) / cnt
-    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, weight)
+    return reduce_loss(per_anchor.view(v, n).mean(0), reduction, sample_weight)
 
 
 @register_loss("tsc")
@@ -248,10 +248,10 @@ class TSCLoss(Loss):
         self.update_centroids(features, labels)
         self.reassign_targets()
 
-    def forward(self, features: Tensor, labels: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         if self.training:
             self.update_centroids(features, labels)
             if self.reassign:
                 self.reassign_targets()
-        return tsc_loss(features, labels, self.targets, self.assignment, weight=weight, reduction=self.reduction,
+        return tsc_loss(features, labels, self.targets, self.assignment, sample_weight=sample_weight, reduction=self.reduction,
                         **self.kw)

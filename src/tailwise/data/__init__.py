@@ -2,7 +2,7 @@
 
 * :func:`long_tailed_indices`, :func:`long_tailed_counts`, :func:`class_counts` (CIFAR-LT recipe),
 * :class:`ClassBalancedSampler`, :class:`SquareRootSampler`, :class:`ProgressivelyBalancedSampler`,
-  :class:`MinorityWeightedSampler` (shard like ``DistributedSampler``),
+  :class:`MinorityWeightedSampler` (shard like ``DistributedSampler`` only when asked),
 * :func:`cmo_mix` (context-rich minority oversampling).
 
 Only torch, numpy and the standard library are imported.

@@ -13,11 +13,14 @@ a uniformly random sample of it):
 :class:`MinorityWeightedSampler` is the foreground sampler of CMO (Park et al., CVPR 2022,
 github naver-ai/cmo): per-sample weights ``1 / n_c^k``, i.e. class mass ``p_j ~ n_j^(1 - k)``.
 
-All draw *with replacement* (as the official samplers do). Distributed use works like
-``torch.utils.data.DistributedSampler``: every rank draws the same global sequence of
+All draw *with replacement* (as the official samplers do). A sampler never shards itself unless
+asked: by default it yields the whole epoch, so a wrapper that shards (Lightning's
+``DistributedSamplerWrapper``, Accelerate, ``DistributedSampler`` over a sampler) gives each rank
+its share of a full epoch. Ask for sharding with explicit ``num_replicas`` / ``rank`` or with
+``distributed=True`` (both read from the initialised ``torch.distributed`` group, as
+``torch.utils.data.DistributedSampler`` does); then every rank draws the same global sequence of
 ``total_size`` indices from ``seed + epoch`` and keeps positions ``rank, rank + W, ...``, so the
-``W`` shards are disjoint, equally long slices of one draw. ``num_replicas`` / ``rank`` default to
-the initialised ``torch.distributed`` group (1 / 0 otherwise).
+``W`` shards are disjoint, equally long slices of one draw.
 """
 
 from __future__ import annotations
@@ -44,16 +47,25 @@ class _ClassAwareSampler(Sampler[int]):
     """Shared machinery: class draw from :meth:`class_probabilities`, then a uniform member."""
 
     def __init__(self, labels, *, num_samples: Optional[int] = None, num_replicas: Optional[int] = None,
-                 rank: Optional[int] = None, seed: int = 0) -> None:
+                 rank: Optional[int] = None, seed: int = 0, distributed: bool = False) -> None:
         labels = as_label_tensor(labels, "labels", allow_empty=False).cpu()
         self.class_counts = torch.bincount(labels)
         # Members of each class are contiguous in `_by_class`, starting at `_offsets[c]`.
         self._by_class = torch.argsort(labels, stable=True)
         self._offsets = torch.cumsum(self.class_counts, 0) - self.class_counts
-        if num_replicas is None:
-            num_replicas = _dist.get_world_size()
-        if rank is None:
-            rank = _dist.get_rank()
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be a bool, got {type(distributed).__name__}")
+        self.distributed = distributed or num_replicas is not None or rank is not None
+        if not self.distributed:
+            # No silent sharding: a wrapper (Lightning, Accelerate) may shard this sampler again.
+            num_replicas, rank = 1, 0
+        elif num_replicas is None or rank is None:
+            if not _dist.is_dist_initialized():
+                raise RuntimeError("distributed sharding needs an initialised torch.distributed process group "
+                                   "to read num_replicas/rank from; pass both explicitly or call "
+                                   "torch.distributed.init_process_group first")
+            num_replicas = _dist.get_world_size() if num_replicas is None else num_replicas
+            rank = _dist.get_rank() if rank is None else rank
         self.num_replicas = check_int(num_replicas, "num_replicas", minimum=1)
         self.rank = check_int(rank, "rank", minimum=0)
         if self.rank >= self.num_replicas:
@@ -105,9 +117,12 @@ _SHARED_ARGS = """
         labels: 1-D integer class labels of the dataset (tensor, array or sequence).
         num_samples: draws per epoch over all ranks together (default ``len(labels)``), rounded
             up to a multiple of ``num_replicas``; ``len(sampler)`` is the per-rank share.
-        num_replicas, rank: shard like ``DistributedSampler`` (defaults from
-            ``torch.distributed`` when initialised, else 1 and 0).
+        num_replicas, rank: shard like ``DistributedSampler``. Giving either one turns sharding
+            on; the other is then read from ``torch.distributed``.
         seed: base seed; epoch ``e`` draws from ``seed + e`` (same on every rank).
+        distributed: shard over the initialised ``torch.distributed`` group (default False:
+            the sampler yields the whole epoch and leaves sharding to a wrapper such as
+            Lightning's, which would otherwise shard twice and lose half of every epoch).
 """
 
 
@@ -143,8 +158,10 @@ class ProgressivelyBalancedSampler(_ClassAwareSampler):
 """
 
     def __init__(self, labels, num_epochs: int, *, num_samples: Optional[int] = None,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0) -> None:
-        super().__init__(labels, num_samples=num_samples, num_replicas=num_replicas, rank=rank, seed=seed)
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
+                 distributed: bool = False) -> None:
+        super().__init__(labels, num_samples=num_samples, num_replicas=num_replicas, rank=rank, seed=seed,
+                         distributed=distributed)
         self.num_epochs = check_int(num_epochs, "num_epochs", minimum=1)
 
     def class_probabilities(self) -> Tensor:
@@ -163,8 +180,10 @@ class MinorityWeightedSampler(_ClassAwareSampler):
 """
 
     def __init__(self, labels, power: float = 1.0, *, num_samples: Optional[int] = None,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0) -> None:
-        super().__init__(labels, num_samples=num_samples, num_replicas=num_replicas, rank=rank, seed=seed)
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, seed: int = 0,
+                 distributed: bool = False) -> None:
+        super().__init__(labels, num_samples=num_samples, num_replicas=num_replicas, rank=rank, seed=seed,
+                         distributed=distributed)
         self.power = check_real(power, "power")
         if self.power < 0:
             raise ValueError(f"power must be >= 0, got {self.power}")

@@ -15,6 +15,7 @@ import functools
 import torch
 
 from .._precision import autocast_disabled, float32_compute, upcast
+from .._reduction import bare_weight_error
 from ._dispatch import select
 
 __all__ = ["float32_compute_unless_kernel"]
@@ -31,6 +32,8 @@ def float32_compute_unless_kernel(op: str):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            if "weight" in kwargs:  # same guard as float32_compute, also on the kernel path
+                raise bare_weight_error(fn.__name__)
             x = args[0] if args else kwargs.get("input")
             if isinstance(x, torch.Tensor) and x.dtype in _HALF and select(op, x) == "triton":
                 if args:

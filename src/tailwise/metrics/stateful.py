@@ -1,80 +1,58 @@
-"""Stateful, distributed-aware metric objects (``update`` / ``compute`` / ``reset``).
+"""Streaming metrics as :class:`torchmetrics.Metric` subclasses (``update`` / ``compute`` / ``reset``).
 
-Each metric keeps only sums (confusion-matrix counts, per-class or per-bin totals). ``compute``
-all-reduces a copy of the state over ``torch.distributed`` ranks with
-:func:`tailwise.distributed.all_reduce_sum` (a no-op outside distributed), so every rank gets the
-metric of the union of all shards, whatever their sizes; the local state is left untouched, so
-``update`` can continue afterwards. ``compute`` is a collective: call it on every rank.
+Each metric keeps only sums (confusion-matrix counts, per-class or per-bin totals), declared with
+``add_state(..., dist_reduce_fx="sum", persistent=True)``. So torchmetrics does the rest:
+
+* under DDP ``compute()`` syncs the sums over ranks (every rank gets the metric of the union of
+  all shards, whatever their sizes; the local state is restored afterwards), so call it on every
+  rank, as any torchmetrics metric;
+* ``.to(device)`` moves the state, and the state is in ``state_dict()``, hence in Lightning
+  checkpoints;
+* ``self.log("val/bacc", metric)`` works in Lightning for the scalar metrics, and
+  ``self.log_dict(metric.compute())`` for the dict-valued ones (a flat dict of 0-d tensors).
+
+``compute()`` returns tensors (float64 for rates, int64 for counts) on the state's device; the
+functional metrics in :mod:`tailwise.metrics` return Python floats and never import torchmetrics.
+This module is imported lazily (``import tailwise`` does not load torchmetrics).
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import torch
 from torch import Tensor
 
-from .. import distributed as _dist
+try:
+    import torchmetrics
+except ImportError as exc:  # pragma: no cover - exercised only without torchmetrics
+    raise ImportError("tailwise's stateful metrics (ShotAccuracy, BalancedAccuracy, ...) are torchmetrics.Metric "
+                      "subclasses: pip install torchmetrics (or 'tailwise[metrics]'). The functional metrics "
+                      "(tailwise.metrics.shot_accuracy, ...) need only torch.") from exc
+
 from .._validation import check_class_counts
 from ..data._checks import check_int
 from .classification import (_check_thresholds, _confusion, _pred_target, balanced_accuracy_from_confusion,
                              macro_f1_from_confusion, recall_from_confusion, shot_accuracy_from_counts)
-from .regression import (_as_values, bin_statistics, errors_from_statistics, regression_bin_edges,
+from .regression import (_STATS, _as_values, bin_statistics, errors_from_statistics, regression_bin_edges,
                          train_bin_counts)
 
 __all__ = ["Metric", "ConfusionMatrix", "BalancedAccuracy", "MacroF1", "PerClassRecall", "ShotAccuracy",
            "ShotRegressionErrors"]
 
+#: the base class of every stateful tailwise metric
+Metric = torchmetrics.Metric
 
-class Metric:
-    """Base class: subclasses register sum states with :meth:`_add_state` and implement
-    :meth:`update` and :meth:`_compute` (which receives the rank-summed states)."""
 
-    def __init__(self) -> None:
-        self._defaults: Dict[str, Tensor] = {}
-        self._state: Dict[str, Tensor] = {}
-
-    def _add_state(self, name: str, default: Tensor) -> None:
-        self._defaults[name] = default.clone()
-        self._state[name] = default.clone()
-
-    def reset(self) -> None:
-        """Forget every update (device is kept)."""
-        for name, default in self._defaults.items():
-            self._state[name] = default.to(self._state[name].device).clone()
-
-    def to(self, device) -> "Metric":
-        self._state = {k: v.to(device) for k, v in self._state.items()}
-        return self
-
-    def state_dict(self) -> Dict[str, Tensor]:
-        return {k: v.clone() for k, v in self._state.items()}
-
-    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        missing = set(self._state) ^ set(state)
-        if missing:
-            raise KeyError(f"state must have keys {sorted(self._state)}, got {sorted(state)}")
-        for k, v in state.items():
-            if v.shape != self._state[k].shape:
-                raise ValueError(f"state[{k!r}] must have shape {tuple(self._state[k].shape)}, got {tuple(v.shape)}")
-            self._state[k] = v.to(self._state[k].device, self._state[k].dtype).clone()
-
-    def synced_state(self) -> Dict[str, Tensor]:
-        """The state summed over ranks (a copy). Collective when distributed."""
-        return {k: _dist.all_reduce_sum(v) for k, v in self._state.items()}
-
-    def compute(self):
-        return self._compute(self.synced_state())
-
-    def update(self, *args, **kwargs) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _compute(self, state):  # pragma: no cover - abstract
-        raise NotImplementedError
+def _scalar(value: float, like: Tensor) -> Tensor:
+    return torch.tensor(value, dtype=torch.float64, device=like.device)
 
 
 class ConfusionMatrix(Metric):
     """Accumulates the ``(C, C)`` confusion matrix ``M[true, pred]``; ``compute`` returns it (int64).
+
+    ``update(pred, target)``: ``pred`` logits/scores ``(N, C)`` (arg-maxed) or labels ``(N,)``,
+    ``target`` labels ``(N,)``. Extra keyword arguments go to :class:`torchmetrics.Metric`.
 
     Example:
         >>> m = ConfusionMatrix(3)
@@ -83,70 +61,107 @@ class ConfusionMatrix(Metric):
         [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
     """
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+    confusion: Tensor
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.num_classes = check_int(num_classes, "num_classes", minimum=1)
-        self._add_state("confusion", torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64))
+        self.add_state("confusion", default=torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64),
+                       dist_reduce_fx="sum", persistent=True)
 
-    def update(self, pred, target) -> None:
-        """Add a batch: ``pred`` logits ``(N, C)`` or labels ``(N,)``, ``target`` labels ``(N,)``."""
+    def update(self, pred: Tensor, target: Tensor) -> None:
         labels, target, _ = _pred_target(pred, target, self.num_classes)
-        cm = self._state["confusion"]
-        self._state["confusion"] = cm + _confusion(labels, target, self.num_classes).to(cm.device)
+        self.confusion += _confusion(labels, target, self.num_classes).to(self.confusion.device)
 
-    def _compute(self, state):
-        return state["confusion"]
+    def compute(self) -> Tensor:
+        return self.confusion.clone()
 
 
 class BalancedAccuracy(ConfusionMatrix):
-    """Streaming :func:`~tailwise.metrics.balanced_accuracy` (a Python float)."""
+    """Streaming :func:`~tailwise.metrics.balanced_accuracy` (a 0-d float64 tensor; NaN before any
+    sample), equal to ``sklearn.metrics.balanced_accuracy_score``.
 
-    def _compute(self, state):
-        return balanced_accuracy_from_confusion(state["confusion"])
+    It averages recall over the classes **present in the targets seen so far**. torchmetrics'
+    ``MulticlassRecall(average="macro")`` differs when a class is predicted but never a target:
+    it counts that class with recall 0 (it skips only classes with no true positive, false
+    positive or false negative), so its value is lower.
+
+    Example:
+        >>> m = BalancedAccuracy(3)
+        >>> m.update(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1]))
+        >>> round(m.compute().item(), 4)
+        0.6667
+    """
+
+    higher_is_better = True
+
+    def compute(self) -> Tensor:
+        return _scalar(balanced_accuracy_from_confusion(self.confusion), self.confusion)
 
 
 class MacroF1(ConfusionMatrix):
-    """Streaming :func:`~tailwise.metrics.macro_f1` (a Python float)."""
+    """Streaming :func:`~tailwise.metrics.macro_f1` (0-d float64 tensor), equal to
+    ``sklearn.metrics.f1_score(average="macro", zero_division=0)``: classes absent from both
+    targets and predictions are left out (torchmetrics' ``MulticlassF1Score(average="macro")``
+    leaves them out too)."""
 
-    def _compute(self, state):
-        return macro_f1_from_confusion(state["confusion"])
+    higher_is_better = True
+
+    def compute(self) -> Tensor:
+        return _scalar(macro_f1_from_confusion(self.confusion), self.confusion)
 
 
 class PerClassRecall(ConfusionMatrix):
-    """Streaming :func:`~tailwise.metrics.per_class_recall` (float64 tensor, NaN for absent classes)."""
+    """Streaming :func:`~tailwise.metrics.per_class_recall` (float64 ``(C,)`` tensor, NaN for classes
+    without targets, where torchmetrics' ``average=None`` recall reports 0)."""
 
-    def _compute(self, state):
-        return recall_from_confusion(state["confusion"]).cpu()
+    higher_is_better = True
+
+    def compute(self) -> Tensor:
+        return recall_from_confusion(self.confusion)
 
 
 class ShotAccuracy(Metric):
     """Streaming :func:`~tailwise.metrics.shot_accuracy`: keeps per-class correct / total counts.
 
+    ``compute()`` returns ``{"many", "medium", "few", "overall"}`` as 0-d float64 tensors (NaN for
+    a group without test samples), ready for ``self.log_dict`` in Lightning.
+
     Example:
         >>> m = ShotAccuracy(class_counts=[500, 50, 5])
         >>> m.update(torch.tensor([0, 1]), torch.tensor([0, 1])); m.update(torch.tensor([1, 2]), torch.tensor([2, 2]))
-        >>> m.compute()
+        >>> {k: v.item() for k, v in m.compute().items()}
         {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'overall': 0.75}
     """
 
-    def __init__(self, class_counts, many: float = 100, few: float = 20) -> None:
-        super().__init__()
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    correct: Tensor
+    total: Tensor
+
+    def __init__(self, class_counts, many: float = 100, few: float = 20, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         _check_thresholds(many, few)
         self.class_counts = check_class_counts(class_counts, allow_zero=True)
         self.many, self.few = many, few
         self.num_classes = self.class_counts.numel()
-        self._add_state("correct", torch.zeros(self.num_classes, dtype=torch.int64))
-        self._add_state("total", torch.zeros(self.num_classes, dtype=torch.int64))
+        for name in ("correct", "total"):
+            self.add_state(name, default=torch.zeros(self.num_classes, dtype=torch.int64), dist_reduce_fx="sum",
+                           persistent=True)
 
-    def update(self, pred, target) -> None:
+    def update(self, pred: Tensor, target: Tensor) -> None:
         labels, target, _ = _pred_target(pred, target, self.num_classes)
-        dev = self._state["total"].device
-        self._state["total"] = self._state["total"] + torch.bincount(target, minlength=self.num_classes).to(dev)
-        hit = target[labels == target]
-        self._state["correct"] = self._state["correct"] + torch.bincount(hit, minlength=self.num_classes).to(dev)
+        dev = self.total.device
+        self.total += torch.bincount(target, minlength=self.num_classes).to(dev)
+        self.correct += torch.bincount(target[labels == target], minlength=self.num_classes).to(dev)
 
-    def _compute(self, state):
-        return shot_accuracy_from_counts(state["correct"], state["total"], self.class_counts, self.many, self.few)
+    def compute(self) -> Dict[str, Tensor]:
+        out = shot_accuracy_from_counts(self.correct, self.total, self.class_counts, self.many, self.few)
+        return {k: _scalar(v, self.total) for k, v in out.items()}
 
 
 class ShotRegressionErrors(Metric):
@@ -154,27 +169,68 @@ class ShotRegressionErrors(Metric):
 
     The bins and their shot groups are fixed at construction from ``train_labels`` and ``bins``;
     the state is five per-bin sums (count, squared error, absolute error, log absolute error,
-    exact zeros), so ranks combine exactly.
+    exact zeros), so ranks combine exactly. ``compute()`` returns a **flat** dict of 0-d tensors
+    (loggable with ``self.log_dict``): ``"<group>/<stat>"`` for group in many, medium, few,
+    overall and stat in mse, mae, gmean, count, plus ``"balanced_mse"`` and ``"balanced_mae"``;
+    :meth:`nested` turns it back into the functional's nested form.
+
+    Example:
+        >>> train = torch.tensor([0.0] * 150 + [1.0] * 50 + [2.0] * 5)
+        >>> m = ShotRegressionErrors(train)
+        >>> m.update(torch.tensor([0.5, 1.0, 4.0]), torch.tensor([0.0, 1.0, 2.0]))
+        >>> r = m.compute()
+        >>> r["many/mse"].item(), r["few/mae"].item(), r["balanced_mse"].item()
+        (0.25, 2.0, 1.4166666666666667)
     """
 
-    def __init__(self, train_labels, bins=None, many: float = 100, few: float = 20) -> None:
-        super().__init__()
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, train_labels, bins=None, many: float = 100, few: float = 20, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         _check_thresholds(many, few)
         self.many, self.few = many, few
         self._close_last = isinstance(bins, int) and not isinstance(bins, bool)
         self.edges = regression_bin_edges(train_labels, bins)
         self.train_counts = train_bin_counts(train_labels, self.edges, self._close_last)
-        for name in ("count", "sq", "abs", "log_abs", "zeros"):
-            self._add_state(name, torch.zeros(self.edges.numel() + 1, dtype=torch.float64))
+        for name in _STATS:
+            self.add_state(name, default=torch.zeros(self.edges.numel() + 1, dtype=torch.float64),
+                           dist_reduce_fx="sum", persistent=True)
 
-    def update(self, pred, target) -> None:
+    def update(self, pred: Tensor, target: Tensor) -> None:
         pred = _as_values(pred, "pred")
         target = _as_values(target, "target").to(pred.device)
         if pred.numel() != target.numel():
             raise ValueError(f"pred and target must have the same length N, got {pred.numel()} and {target.numel()}")
         stats = bin_statistics(pred, target, self.edges, self._close_last)
         for k, v in stats.items():
-            self._state[k] = self._state[k] + v.to(self._state[k].device)
+            state = getattr(self, k)
+            setattr(self, k, state + v.to(state.device))
 
-    def _compute(self, state):
-        return errors_from_statistics(state, self.train_counts, self.many, self.few)
+    def compute(self) -> Dict[str, Tensor]:
+        like = getattr(self, _STATS[0])
+        res = errors_from_statistics({k: getattr(self, k) for k in _STATS}, self.train_counts, self.many, self.few)
+        flat: Dict[str, Tensor] = {}
+        for group, value in res.items():
+            if isinstance(value, dict):
+                for stat, v in value.items():
+                    flat[f"{group}/{stat}"] = _scalar(v, like) if stat != "count" else torch.tensor(
+                        v, dtype=torch.int64, device=like.device)
+            else:
+                flat[group] = _scalar(value, like)
+        return flat
+
+    @staticmethod
+    def nested(flat: Dict[str, Tensor]) -> Dict[str, Any]:
+        """``compute()``'s flat dict as the nested dict of Python numbers that
+        :func:`~tailwise.metrics.shot_regression_errors` returns."""
+        out: Dict[str, Any] = {}
+        for key, v in flat.items():
+            value = int(v) if v.dtype == torch.int64 else float(v)
+            if "/" in key:
+                group, stat = key.split("/", 1)
+                out.setdefault(group, {})[stat] = value
+            else:
+                out[key] = value
+        return out

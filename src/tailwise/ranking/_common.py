@@ -42,9 +42,9 @@ def warn_once(key, message: str, owner=None) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def prepare(input: Tensor, target: Tensor, ignore_index: int, weight: Optional[Tensor]):
+def prepare(input: Tensor, target: Tensor, ignore_index: int, sample_weight: Optional[Tensor]):
     """Validate and normalise to ``scores (N, C)``, ``pos (N, C) bool``, ``keep (N,) bool``,
-    ``weight (N,)`` (ones when not given).
+    ``sample_weight (N,)`` (ones when not given).
 
     Accepted forms:
 
@@ -108,19 +108,19 @@ def prepare(input: Tensor, target: Tensor, ignore_index: int, weight: Optional[T
         # one-hot by comparison (no nonzero(): fixed shapes, no host sync)
         cls = torch.arange(c, device=scores.device)
         pos = (target.long().unsqueeze(1) == cls) & keep.unsqueeze(1)
-    if weight is None:
+    if sample_weight is None:
         w = torch.ones(n, dtype=scores.dtype, device=scores.device)
     else:
-        check_floating(weight, "weight", ndim=1)
-        if weight.shape[0] != n:
-            raise ValueError(f"weight must have shape ({n},) (one per row of input), got {tuple(weight.shape)}")
-        if host_value_checks(weight):
-            check_finite(weight, "weight")
-            if bool((weight < 0).any()):
-                raise ValueError("weight must be >= 0")
+        check_floating(sample_weight, "sample_weight", ndim=1)
+        if sample_weight.shape[0] != n:
+            raise ValueError(f"sample_weight must have shape ({n},) (one per row of input), got {tuple(sample_weight.shape)}")
+        if host_value_checks(sample_weight):
+            check_finite(sample_weight, "sample_weight")
+            if bool((sample_weight < 0).any()):
+                raise ValueError("sample_weight must be >= 0")
         else:
-            assert_values((torch.isfinite(weight) & (weight >= 0)).all(), "weight must be finite and >= 0")
-        w = weight.detach().to(scores.dtype)
+            assert_values((torch.isfinite(sample_weight) & (sample_weight >= 0)).all(), "sample_weight must be finite and >= 0")
+        w = sample_weight.detach().to(scores.dtype)
     return scores, pos, keep, w
 
 
@@ -136,7 +136,7 @@ def gather(scores: Tensor, pos: Tensor, keep: Tensor, w: Tensor, enabled: bool):
 
 
 def pack_rows(scores: Tensor, pos: Tensor, w: Tensor) -> Tensor:
-    """Queue rows ``[scores (C) | positives (C) | weight (1)]`` (detached)."""
+    """Queue rows ``[scores (C) | positives (C) | sample_weight (1)]`` (detached)."""
     return torch.cat([scores.detach(), pos.to(scores.dtype), w.unsqueeze(1).to(scores.dtype)], 1)
 
 
@@ -166,7 +166,7 @@ def check_queue(queue_scores, queue_labels, queue_weight, c: int, dtype, device)
 
 
 def pool(scores: Tensor, pos: Tensor, keep: Tensor, w: Tensor, extra, masked: bool = False):
-    """Append the (detached) queue rows ``extra = (scores, positives, weight, valid or None)``.
+    """Append the (detached) queue rows ``extra = (scores, positives, sample_weight, valid or None)``.
 
     Selection form (``masked=False``): drop ignored live rows (and invalid queue rows), return
     ``(s, p, w, None)``. Masked form: keep every row, return ``(s, p, w, v)`` with ``p`` and ``w``

@@ -21,7 +21,7 @@ class QueuedRankingLoss(Loss):
     """Shared forward: validate -> all-gather (unequal sizes OK) -> pool with queue -> per-class
     loss -> enqueue the live (global) rows -> reduce over valid classes.
 
-    Queue rows are ``[scores (C) | positives (C) | weight]`` in one :class:`tailwise.MemoryQueue`
+    Queue rows are ``[scores (C) | positives (C) | sample_weight]`` in one :class:`tailwise.MemoryQueue`
     (the contrastive family's ring buffer), so scores, multi-hot labels and weights stay aligned
     and all of them are in ``state_dict``.
     """
@@ -58,9 +58,9 @@ class QueuedRankingLoss(Loss):
         raise NotImplementedError
 
     @float32_compute
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None,
                 return_valid: bool = False):
-        scores, pos, keep, w = prepare(input, target, self.ignore_index, weight)
+        scores, pos, keep, w = prepare(input, target, self.ignore_index, sample_weight)
         c = scores.shape[1]
         if self.num_classes is not None and c != self.num_classes:
             raise ValueError(f"input must have {self.num_classes} column(s) (num_classes), got shape "

@@ -116,7 +116,7 @@ def _check(alpha, beta, temperature, surrogate, margin):
 @float32_compute
 def pauc_at_budget_loss(input: Tensor, target: Tensor, *, alpha: float = 0.0, beta: float = 0.01,
                         temperature: float = 0.1, surrogate: str = "sigmoid", margin: float = 1.0,
-                        ignore_index: int = -100, weight: Optional[Tensor] = None,
+                        ignore_index: int = -100, sample_weight: Optional[Tensor] = None,
                         queue_scores: Optional[Tensor] = None, queue_labels: Optional[Tensor] = None,
                         queue_weight: Optional[Tensor] = None, gather_distributed: bool = False,
                         reduction: str = "mean", return_valid: bool = False):
@@ -156,7 +156,7 @@ def pauc_at_budget_loss(input: Tensor, target: Tensor, *, alpha: float = 0.0, be
         0.25
     """
     alpha, beta, temperature, margin = _check(alpha, beta, temperature, surrogate, margin)
-    scores, pos, keep, w = prepare(input, target, ignore_index, weight)
+    scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
     s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))

@@ -78,7 +78,7 @@ def _check(quantile, temperature, interpolation):
 @float32_compute
 def recall_at_quantile_loss(input: Tensor, target: Tensor, *, quantile: float = 0.995, temperature: float = 0.05,
                             interpolation: str = "linear", detach_threshold: bool = True,
-                            ignore_index: int = -100, weight: Optional[Tensor] = None,
+                            ignore_index: int = -100, sample_weight: Optional[Tensor] = None,
                             queue_scores: Optional[Tensor] = None, queue_labels: Optional[Tensor] = None,
                             queue_weight: Optional[Tensor] = None, gather_distributed: bool = False,
                             reduction: str = "mean", return_valid: bool = False):
@@ -105,7 +105,7 @@ def recall_at_quantile_loss(input: Tensor, target: Tensor, *, quantile: float = 
     200 pooled rows put ``t_q`` at the maximum score; use a queue.
 
     Args:
-        input, target, ignore_index, weight, queue_*, gather_distributed, reduction, return_valid:
+        input, target, ignore_index, sample_weight, queue_*, gather_distributed, reduction, return_valid:
             as :func:`tailwise.functional.smooth_ap_loss`. Classes with no positive are skipped.
         quantile: ``q`` in ``(0, 1)``.
         temperature: ``tau`` (> 0) in score units (0.05 suits logits).
@@ -120,7 +120,7 @@ def recall_at_quantile_loss(input: Tensor, target: Tensor, *, quantile: float = 
         0.5
     """
     quantile, temperature = _check(quantile, temperature, interpolation)
-    scores, pos, keep, w = prepare(input, target, ignore_index, weight)
+    scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
     s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))

@@ -63,7 +63,7 @@ def _smooth_ap_masked(s: Tensor, p: Tensor, w: Tensor, temperature: float, v: Te
 
 @float32_compute
 def smooth_ap_loss(input: Tensor, target: Tensor, *, temperature: float = 0.01, ignore_index: int = -100,
-                   weight: Optional[Tensor] = None, queue_scores: Optional[Tensor] = None,
+                   sample_weight: Optional[Tensor] = None, queue_scores: Optional[Tensor] = None,
                    queue_labels: Optional[Tensor] = None, queue_weight: Optional[Tensor] = None,
                    gather_distributed: bool = False, reduction: str = "mean", return_valid: bool = False):
     r"""Smooth-AP loss, ``1 - AP~`` per class (one-vs-rest), averaged over classes with positives.
@@ -90,8 +90,8 @@ def smooth_ap_loss(input: Tensor, target: Tensor, *, temperature: float = 0.01, 
         target: 0/1 ``(N,)`` for binary input, class indices ``(N,)`` or multi-hot ``(N, C)``.
         temperature: sigmoid temperature ``tau`` (> 0).
         ignore_index: rows whose target equals it are dropped from the ranking.
-        weight: optional per-row weights ``(N,)`` (>= 0, no gradient): a positive's precision
-            counts with its weight; ranks are unweighted.
+        sample_weight: optional per-row weights ``(N,)`` (>= 0, no gradient): a positive's precision
+            counts with its sample_weight; ranks are unweighted.
         queue_scores, queue_labels, queue_weight: optional detached extra ranking context
             ``(K, C)`` scores with 0/1 ``(K, C)`` (or ``(K,)``) labels; see :class:`SmoothAPLoss`
             for a module that keeps the queue.
@@ -109,7 +109,7 @@ def smooth_ap_loss(input: Tensor, target: Tensor, *, temperature: float = 0.01, 
         0.1667
     """
     temperature = check_positive(temperature, "temperature")
-    scores, pos, keep, w = prepare(input, target, ignore_index, weight)
+    scores, pos, keep, w = prepare(input, target, ignore_index, sample_weight)
     extra = check_queue(queue_scores, queue_labels, queue_weight, scores.shape[1], scores.dtype, scores.device)
     scores, pos, keep, w = gather(scores, pos, keep, w, gather_distributed)
     s, p, ww, v = pool(scores, pos, keep, w, extra, masked=not host_selection(scores))

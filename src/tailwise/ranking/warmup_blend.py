@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._reduction import rejects_weight
 from ..registry import build_loss, register_loss
 
 __all__ = ["WarmupBlend"]
@@ -180,6 +181,7 @@ class WarmupBlend(nn.Module):
         lam = ((t - self.warmup_steps) / self.blend_steps).clamp(0.0, 1.0)
         return (1.0 - lam).to(like.dtype), lam.to(like.dtype)
 
+    @rejects_weight  # **kwargs would otherwise drop a bare weight= silently
     def forward(self, input: Tensor, target: Tensor, **kwargs) -> Tensor:
         phase = self._phase
         self._apply_temperature()

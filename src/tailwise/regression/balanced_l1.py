@@ -26,7 +26,7 @@ def pairwise_l1_dist(pred: Tensor, samples: Tensor) -> Tensor:
 
 
 @float32_compute
-def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, weight: Optional[Tensor] = None,
+def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, sample_weight: Optional[Tensor] = None,
                      reduction: str = "mean", gather_distributed: bool = True) -> Tensor:
     r"""Balanced L1 ("Balanced MAE"), batch Monte-Carlo form.
 
@@ -52,7 +52,7 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, we
         pred, target: ``(N,)``, ``(N, 1)`` or ``(N, D)``, same shape; target finite.
         noise_scale: Laplace scale :math:`b > 0` (float or scalar tensor, learnable in
             :class:`BalancedL1Loss`).
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample ``(N,)``).
         gather_distributed: use every rank's targets as Monte-Carlo samples when distributed.
 
@@ -73,11 +73,11 @@ def balanced_l1_loss(pred: Tensor, target: Tensor, noise_scale: SigmaLike, *, we
     if p.shape[0] == 0:
         # an empty local batch has no per-sample loss: 0 with a grad_fn (to pred and the scale, so
         # DDP sees the parameter used); only a batch of 1 across all ranks lacks Monte-Carlo samples
-        return reduce_loss(p.sum(1) * b, reduction, weight)
+        return reduce_loss(p.sum(1) * b, reduction, sample_weight)
     need_batch(samples.shape[0], "balanced_l1_loss")
     logits = pairwise_l1_dist(p, samples.to(p.dtype)) * (-1.0 / b)
     loss = batch_mc_cross_entropy(logits, offset) * b.detach()
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("balanced_l1")
@@ -101,8 +101,8 @@ class BalancedL1Loss(Loss):
         self.noise_scale = nn.Parameter(torch.tensor(float(init_noise_scale)))
         self.gather_distributed = gather_distributed
 
-    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return balanced_l1_loss(pred, target, self.noise_scale, weight=weight, reduction=self.reduction,
+    def forward(self, pred: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return balanced_l1_loss(pred, target, self.noise_scale, sample_weight=sample_weight, reduction=self.reduction,
                                 gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:

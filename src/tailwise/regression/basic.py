@@ -18,14 +18,14 @@ __all__ = ["l1_loss", "mse_loss", "smooth_l1_loss", "L1Loss", "MSELoss", "Smooth
 
 
 @float32_compute
-def l1_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
+def l1_loss(input: Tensor, target: Tensor, *, sample_weight: Optional[Tensor] = None,
             reduction: str = "mean") -> Tensor:
     r"""Absolute error :math:`\ell = |\hat y - y|`, element-wise.
 
     Args:
         input: predictions of any shape.
         target: labels, same shape, finite.
-        weight: optional weights broadcastable to ``input`` (e.g. per-sample ``(N, 1)``).
+        sample_weight: optional weights broadcastable to ``input`` (e.g. per-sample ``(N, 1)``).
         reduction: ``"mean"`` (over elements; an empty batch gives 0 with a grad_fn), ``"sum"``
             or ``"none"`` (same shape as ``input``).
 
@@ -36,16 +36,16 @@ def l1_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(1.)
     """
     check_pair(input, target, pred_name="input")
-    if weight is None and reduction != "none" and input.numel():
+    if sample_weight is None and reduction != "none" and input.numel():
         return F.l1_loss(input, target, reduction=check_reduction(reduction))  # one fused kernel
-    return reduce_loss(F.l1_loss(input, target, reduction="none"), reduction, weight)
+    return reduce_loss(F.l1_loss(input, target, reduction="none"), reduction, sample_weight)
 
 
 @float32_compute
-def mse_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
+def mse_loss(input: Tensor, target: Tensor, *, sample_weight: Optional[Tensor] = None,
              reduction: str = "mean") -> Tensor:
     r"""Squared error :math:`\ell = (\hat y - y)^2`, element-wise (``torch.nn.functional.mse_loss``
-    plus ``weight`` and tailwise's empty-batch rule).
+    plus ``sample_weight`` and tailwise's empty-batch rule).
 
     Example:
         >>> import torch
@@ -54,13 +54,13 @@ def mse_loss(input: Tensor, target: Tensor, *, weight: Optional[Tensor] = None,
         tensor(2.5000)
     """
     check_pair(input, target, pred_name="input")
-    if weight is None and reduction != "none" and input.numel():
+    if sample_weight is None and reduction != "none" and input.numel():
         return F.mse_loss(input, target, reduction=check_reduction(reduction))  # one fused kernel
-    return reduce_loss(F.mse_loss(input, target, reduction="none"), reduction, weight)
+    return reduce_loss(F.mse_loss(input, target, reduction="none"), reduction, sample_weight)
 
 
 @float32_compute
-def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, weight: Optional[Tensor] = None,
+def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, sample_weight: Optional[Tensor] = None,
                    reduction: str = "mean") -> Tensor:
     r"""Smooth L1 (Huber-like) loss, element-wise, as ``torch.nn.functional.smooth_l1_loss``:
 
@@ -80,25 +80,25 @@ def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, weight: 
     check_pair(input, target, pred_name="input")
     beta = check_positive(beta, "beta")
     # torch's fused kernel (one pass forward and backward) for the element-wise part
-    if weight is None and reduction != "none" and input.numel():
+    if sample_weight is None and reduction != "none" and input.numel():
         return F.smooth_l1_loss(input, target, beta=beta, reduction=check_reduction(reduction))
-    return reduce_loss(F.smooth_l1_loss(input, target, beta=beta, reduction="none"), reduction, weight)
+    return reduce_loss(F.smooth_l1_loss(input, target, beta=beta, reduction="none"), reduction, sample_weight)
 
 
 @register_loss("l1")
 class L1Loss(Loss):
     """Mean absolute error; see :func:`tailwise.functional.l1_loss`."""
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return l1_loss(input, target, weight=weight, reduction=self.reduction)
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return l1_loss(input, target, sample_weight=sample_weight, reduction=self.reduction)
 
 
 @register_loss("mse")
 class MSELoss(Loss):
     """Mean squared error; see :func:`tailwise.functional.mse_loss`."""
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return mse_loss(input, target, weight=weight, reduction=self.reduction)
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return mse_loss(input, target, sample_weight=sample_weight, reduction=self.reduction)
 
 
 @register_loss("smooth_l1")
@@ -109,8 +109,8 @@ class SmoothL1Loss(Loss):
         super().__init__(reduction)
         self.beta = check_positive(beta, "beta")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return smooth_l1_loss(input, target, beta=self.beta, weight=weight, reduction=self.reduction)
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return smooth_l1_loss(input, target, beta=self.beta, sample_weight=sample_weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, reduction={self.reduction!r}"

@@ -51,7 +51,7 @@ def gather_targets(target: Tensor, gather_distributed: bool):
 
 
 @float32_compute
-def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, weight: Optional[Tensor] = None,
+def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, sample_weight: Optional[Tensor] = None,
              reduction: str = "mean", gather_distributed: bool = True) -> Tensor:
     r"""Balanced MSE with batch-based Monte-Carlo integration (BMC), Ren et al. CVPR 2022.
 
@@ -89,7 +89,7 @@ def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, weight: Op
         target: labels, same shape, finite.
         noise_sigma: :math:`\sigma > 0`, a float or a scalar tensor (e.g. a learnable
             ``nn.Parameter``, see :class:`BMCLoss`).
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"`` (official), ``"sum"`` or ``"none"`` (per-sample ``(N,)``).
         gather_distributed: use every rank's targets as samples when distributed.
 
@@ -111,11 +111,11 @@ def bmc_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, *, weight: Op
     if p.shape[0] == 0:
         # an empty local batch has no per-sample loss: 0 with a grad_fn (to pred and the scale, so
         # DDP sees the parameter used); only a batch of 1 across all ranks lacks Monte-Carlo samples
-        return reduce_loss(p.sum(1) * var, reduction, weight)
+        return reduce_loss(p.sum(1) * var, reduction, sample_weight)
     need_batch(samples.shape[0], "bmc_loss")
     logits = pairwise_sq_dist(p, samples.to(p.dtype)) * (-0.5 / var)
     loss = batch_mc_cross_entropy(logits, offset) * (2.0 * var).detach()
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("bmc")
@@ -145,8 +145,8 @@ class BMCLoss(Loss):
         self.noise_sigma = nn.Parameter(torch.tensor(float(init_noise_sigma)))
         self.gather_distributed = gather_distributed
 
-    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return bmc_loss(pred, target, self.noise_sigma, weight=weight, reduction=self.reduction,
+    def forward(self, pred: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return bmc_loss(pred, target, self.noise_sigma, sample_weight=sample_weight, reduction=self.reduction,
                         gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:

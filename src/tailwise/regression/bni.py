@@ -61,7 +61,7 @@ def label_bins(labels: Tensor, bins: int = 100, range: Optional[Tuple[float, flo
 
 @float32_compute
 def bni_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, bin_centers: Tensor, bin_weights: Tensor,
-             *, weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+             *, sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Balanced MSE with bin-based numerical integration (BNI), Ren et al. CVPR 2022.
 
     The training-label density is a histogram (bin centres :math:`b_k`, weights :math:`w_k`) and
@@ -89,7 +89,7 @@ def bni_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, bin_centers: 
         noise_sigma: :math:`\sigma > 0` (float or scalar tensor; learnable in :class:`BNILoss`).
         bin_centers: ``(B,)`` (1-D) or ``(B, D)`` bin centres.
         bin_weights: ``(B,)`` strictly positive bin weights.
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"`` (official), ``"sum"`` or ``"none"`` (per-sample ``(N,)``).
 
     Example:
@@ -114,7 +114,7 @@ def bni_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, bin_centers: 
         diff2 = (p[:, None, :] - centers[None]).square().sum(2)
     balancing = torch.logsumexp(torch.log(weights) - diff2 / (2 * var), 1)
     loss = ((p - t).square().sum(1) / (2 * var) + balancing) * (2 * var).detach()
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 def _check_bins(centers: Tensor, weights: Tensor, d: int) -> None:
@@ -162,9 +162,9 @@ class BNILoss(Loss):
         centers, weights = label_bins(labels, bins, range)
         return cls(centers, weights, init_noise_sigma=init_noise_sigma, reduction=reduction)
 
-    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return bni_loss(pred, target, self.noise_sigma, self.bin_centers, self.bin_weights,
-                        weight=weight, reduction=self.reduction)
+                        sample_weight=sample_weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return (f"bins={self.bin_weights.numel()}, noise_sigma={self.noise_sigma.item():.4g}, "

@@ -51,7 +51,7 @@ def _gmm_spectrum(means: Tensor, variances: Tensor, weights: Tensor, d: int
 
 @float32_compute
 def gai_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, means: Tensor, variances: Tensor,
-             weights: Tensor, *, weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+             weights: Tensor, *, sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Balanced MSE with GMM-based analytic integration (GAI), Ren et al. CVPR 2022.
 
     With the training-label density modelled as :math:`p_{train}(y) = \sum_k \pi_k
@@ -82,7 +82,7 @@ def gai_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, means: Tensor
             (scikit-learn's ``covariances_`` with ``covariance_type="full"`` fits as is).
         weights: ``(K,)`` mixture weights, strictly positive (normally summing to 1; they are used
             as given, like the official code).
-        weight: optional per-sample weights ``(N,)``.
+        sample_weight: optional per-sample weights ``(N,)``.
         reduction: ``"mean"`` (official), ``"sum"`` or ``"none"`` (per-sample ``(N,)``).
 
     Example:
@@ -112,7 +112,7 @@ def gai_loss(pred: Tensor, target: Tensor, noise_sigma: SigmaLike, means: Tensor
         comp = torch.log(w) - 0.5 * torch.log(s).sum(1) - 0.5 * (diff.square() / s).sum(2)
     balancing = torch.logsumexp(comp, 1)
     loss = (mse_term + balancing) * (2 * var).detach()
-    return reduce_loss(loss, reduction, weight)
+    return reduce_loss(loss, reduction, sample_weight)
 
 
 @register_loss("gai")
@@ -155,9 +155,9 @@ class GAILoss(Loss):
         return cls(fit.means, fit.variances, fit.weights, init_noise_sigma=init_noise_sigma,
                    reduction=reduction)
 
-    def forward(self, pred: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, pred: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return gai_loss(pred, target, self.noise_sigma, self.means, self.variances, self.weights,
-                        weight=weight, reduction=self.reduction)
+                        sample_weight=sample_weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return (f"n_components={self.weights.numel()}, noise_sigma={self.noise_sigma.item():.4g}, "

@@ -20,7 +20,7 @@ __all__ = ["dice_loss", "DiceLoss", "dice_from_stats"]
 def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_logits: bool = True,
               smooth: float = 1e-5, squared_pred: bool = False, class_weight: Optional[Tensor] = None,
               ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
-              weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
+              sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Soft Dice loss.
 
     For every image ``n`` (or the whole batch when ``batch=True``) and class ``c``:
@@ -46,8 +46,8 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
         ignore_index: target value whose pixels are excluded (``None`` disables).
         include_background: ``False`` drops channel 0 from the class average.
         batch: ``True`` pools the sums over the batch ("batch Dice", as nnU-Net); the loss is then
-            one number and ``reduction``/``weight`` do not apply per image.
-        weight: optional per-image weights ``(N,)`` (per-image mode only).
+            one number and ``reduction``/``sample_weight`` do not apply per image.
+        sample_weight: optional per-image weights ``(N,)`` (per-image mode only).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per-image losses ``(N,)``).
 
     Reference: Milletari et al., "V-Net", 3DV 2016 (arXiv 1606.04797). Defaults follow MONAI's
@@ -64,7 +64,7 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
     st = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                        squared_pred=squared_pred)
     per_image = dice_from_stats(st, smooth, squared_pred, class_weight, include_background, batch)
-    return reduce_loss(per_image, reduction, weight)
+    return reduce_loss(per_image, reduction, sample_weight)
 
 
 def dice_from_stats(st, smooth: float, squared_pred: bool, class_weight: Optional[Tensor],
@@ -99,11 +99,11 @@ class DiceLoss(Loss):
         self.ignore_index, self.include_background, self.batch = ignore_index, include_background, batch
         self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return dice_loss(input, target, mode=self.mode, from_logits=self.from_logits, smooth=self.smooth,
                          squared_pred=self.squared_pred, class_weight=self.class_weight,
                          ignore_index=self.ignore_index, include_background=self.include_background,
-                         batch=self.batch, weight=weight, reduction=self.reduction)
+                         batch=self.batch, sample_weight=sample_weight, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode!r}, smooth={self.smooth}, squared_pred={self.squared_pred}, "

@@ -48,7 +48,7 @@ def _ce_per_image(input: Tensor, target: Tensor, mode: str, class_weight: Option
 def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lambda_ce: float = 1.0,
                  mode: str = "multiclass", smooth: float = 1e-5, squared_pred: bool = False,
                  class_weight: Optional[Tensor] = None, ignore_index: Optional[int] = -100,
-                 include_background: bool = True, batch: bool = False, weight: Optional[Tensor] = None,
+                 include_background: bool = True, batch: bool = False, sample_weight: Optional[Tensor] = None,
                  reduction: str = "mean") -> Tensor:
     r"""``lambda_dice * dice + lambda_ce * CE``, from logits.
 
@@ -81,12 +81,12 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
                          class_weight=class_weight, ignore_index=ignore_index,
                          include_background=include_background, batch=batch, reduction="none")
         ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
-    if batch or (reduction == "mean" and weight is None):
+    if batch or (reduction == "mean" and sample_weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
         return lambda_dice * (dice if batch else reduce_loss(dice, "mean")) + lambda_ce * ce
     ce = ce_sum / ce_norm.clamp_min(1e-12)
-    return reduce_loss(lambda_dice * dice + lambda_ce * ce, reduction, weight)
+    return reduce_loss(lambda_dice * dice + lambda_ce * ce, reduction, sample_weight)
 
 
 @register_loss("dice_ce")
@@ -109,11 +109,11 @@ class DiceCELoss(Loss):
         self.ignore_index, self.include_background, self.batch = ignore_index, include_background, batch
         self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return dice_ce_loss(input, target, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
                             mode=self.mode, smooth=self.smooth, squared_pred=self.squared_pred,
                             class_weight=self.class_weight, ignore_index=self.ignore_index,
-                            include_background=self.include_background, batch=self.batch, weight=weight,
+                            include_background=self.include_background, batch=self.batch, sample_weight=sample_weight,
                             reduction=self.reduction)
 
     def extra_repr(self) -> str:

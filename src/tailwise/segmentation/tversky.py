@@ -36,7 +36,7 @@ def _check_ab(alpha, beta):
 def tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                  mode: str = "multiclass", from_logits: bool = True, smooth: float = 1.0,
                  class_weight: Optional[Tensor] = None, ignore_index: Optional[int] = -100,
-                 include_background: bool = True, batch: bool = False, weight: Optional[Tensor] = None,
+                 include_background: bool = True, batch: bool = False, sample_weight: Optional[Tensor] = None,
                  reduction: str = "mean") -> Tensor:
     r"""Tversky loss: ``1 - TI`` per class, averaged over classes.
 
@@ -51,7 +51,7 @@ def tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: flo
     Defaults: ``alpha = 0.3, beta = 0.7`` (Salehi et al.'s best setting, also the constants in
     Abraham & Khan's official code, where ``alpha = 0.7`` multiplies FN) and ``smooth = 1`` as in
     that code. Arguments shared with :func:`dice_loss` (``mode``, ``from_logits``,
-    ``class_weight``, ``ignore_index``, ``include_background``, ``batch``, ``weight``,
+    ``class_weight``, ``ignore_index``, ``include_background``, ``batch``, ``sample_weight``,
     ``reduction``) mean the same there.
 
     Reference: Salehi et al., "Tversky loss function for image segmentation using 3D fully
@@ -67,7 +67,7 @@ def tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: flo
     ti = _tversky_index(input, target, mode=mode, from_logits=from_logits, alpha=alpha, beta=beta,
                         smooth=smooth, ignore_index=ignore_index, batch=batch)
     per_image = reduce_classes(1.0 - ti, class_weight, include_background, batch)
-    return reduce_loss(per_image, reduction, weight)
+    return reduce_loss(per_image, reduction, sample_weight)
 
 
 @float32_compute
@@ -75,7 +75,7 @@ def focal_tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, bet
                        gamma: float = 0.75, mode: str = "multiclass", from_logits: bool = True,
                        smooth: float = 1.0, class_weight: Optional[Tensor] = None,
                        ignore_index: Optional[int] = -100, include_background: bool = True,
-                       batch: bool = False, weight: Optional[Tensor] = None, reduction: str = "mean",
+                       batch: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
                        eps: float = 1e-7) -> Tensor:
     r"""Focal Tversky loss: ``(1 - TI)^gamma`` per class, averaged over classes.
 
@@ -111,7 +111,7 @@ def focal_tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, bet
                         smooth=smooth, ignore_index=ignore_index, batch=batch)
     per_class = torch.pow((1.0 - ti).clamp_min(eps), gamma)
     per_image = reduce_classes(per_class, class_weight, include_background, batch)
-    return reduce_loss(per_image, reduction, weight)
+    return reduce_loss(per_image, reduction, sample_weight)
 
 
 class _TverskyBase(Loss):
@@ -150,8 +150,8 @@ class TverskyLoss(_TverskyBase):
                          class_weight=class_weight, ignore_index=ignore_index,
                          include_background=include_background, batch=batch, reduction=reduction)
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return tversky_loss(input, target, weight=weight, **self._kwargs())
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return tversky_loss(input, target, sample_weight=sample_weight, **self._kwargs())
 
 
 @register_loss("focal_tversky")
@@ -174,8 +174,8 @@ class FocalTverskyLoss(_TverskyBase):
         self.gamma = check_positive(gamma, "gamma")
         self.eps = check_positive(eps, "eps")
 
-    def forward(self, input: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-        return focal_tversky_loss(input, target, gamma=self.gamma, eps=self.eps, weight=weight, **self._kwargs())
+    def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
+        return focal_tversky_loss(input, target, gamma=self.gamma, eps=self.eps, sample_weight=sample_weight, **self._kwargs())
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, " + super().extra_repr()
