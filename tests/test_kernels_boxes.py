@@ -7,7 +7,6 @@ hand-written backward, and torch.compile(fullgraph=True) through the custom op.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -34,30 +33,11 @@ LOSSES = {
 }
 
 
-# Triton chooses interpreter or compiler when it is first imported. A process that imported it
-# for compiling (the usual test run) runs this module again in a fresh interpreted process.
-INTERPRETED = type(tl.sum).__name__ == "InterpretedFunction"
-_COMPILER_PROCESS_TESTS = ("test_module_in_the_triton_interpreter", "test_kernels_compile_for_hopper")
-
-
-@pytest.fixture(autouse=True)
-def interpreter(request, monkeypatch):
-    """Run the Triton kernels in the interpreter (CPU tensors)."""
-    if not INTERPRETED:
-        if request.node.originalname not in _COMPILER_PROCESS_TESTS:
-            pytest.skip("runs in the interpreted subprocess of test_module_in_the_triton_interpreter")
-        return  # (never set TRITON_INTERPRET here: a kernel module imported now would be interpreted)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+from _interpreted_module import INTERPRETED, interpreter, run_interpreted  # noqa: E402,F401
 
 
 def test_module_in_the_triton_interpreter():
-    if INTERPRETED:
-        pytest.skip("this process interprets Triton: the tests run here")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
-    env.pop("TAILWISE_KERNELS", None)
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          __file__], capture_output=True, text=True, env=env, timeout=1800)
-    assert res.returncode == 0 and " passed" in res.stdout, res.stdout[-4000:] + res.stderr[-2000:]
+    run_interpreted(__file__)
 
 
 def degenerate_boxes(n: int, seed: int, dtype=torch.float32):
@@ -235,8 +215,6 @@ def test_auto_keeps_cpu_tensors_on_the_torch_path():
 
 
 def test_import_tailwise_imports_neither_triton_nor_dynamo():
-    import subprocess
-    import sys
 
     code = "import sys, tailwise; print('triton' in sys.modules, 'torch._dynamo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

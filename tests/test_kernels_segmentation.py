@@ -4,9 +4,6 @@ torch path, for Dice, Tversky, Focal Tversky and Dice+CE, in 2-D and 3-D, with e
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,30 +18,11 @@ LOSSES = {"dice": F.dice_loss, "tversky": F.tversky_loss, "focal_tversky": F.foc
           "dice_ce": F.dice_ce_loss, "generalized_dice": F.generalized_dice_loss}
 
 
-# Triton chooses interpreter or compiler when it is first imported. A process that imported it
-# for compiling (the usual test run) runs this module again in a fresh interpreted process.
-INTERPRETED = type(tl.sum).__name__ == "InterpretedFunction"
-_COMPILER_PROCESS_TESTS = ("test_module_in_the_triton_interpreter", "test_kernels_compile_for_hopper")
-
-
-@pytest.fixture(autouse=True)
-def interpreter(request, monkeypatch):
-    """Run the Triton kernels in the interpreter (CPU tensors)."""
-    if not INTERPRETED:
-        if request.node.originalname not in _COMPILER_PROCESS_TESTS:
-            pytest.skip("runs in the interpreted subprocess of test_module_in_the_triton_interpreter")
-        return  # (never set TRITON_INTERPRET here: a kernel module imported now would be interpreted)
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+from _interpreted_module import INTERPRETED, interpreter, run_interpreted  # noqa: E402,F401
 
 
 def test_module_in_the_triton_interpreter():
-    if INTERPRETED:
-        pytest.skip("this process interprets Triton: the tests run here")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
-    env.pop("TAILWISE_KERNELS", None)
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                          __file__], capture_output=True, text=True, env=env, timeout=1800)
-    assert res.returncode == 0 and " passed" in res.stdout, res.stdout[-4000:] + res.stderr[-2000:]
+    run_interpreted(__file__)
 
 
 def inputs(shape, seed, ignore=True, binary=False, dtype=torch.float32):
