@@ -32,8 +32,8 @@ Method
 * **Host time** (us per forward + backward) is the median wall time of one call on tiny CPU
   tensors (the smallest median of 5 blocks of ``repeat / 5`` calls: load from other processes
   only adds time) with the Triton launches skipped (after a warm-up call that ran them: the outputs of
-  a skipped launch keep what ``torch.empty`` held, and int32 validity flags are zeroed so the
-  device-side asserts pass; the stub's own time is subtracted). Timing *around* interpreted
+  a skipped launch keep what ``torch.empty`` held; validity flags start at 1 and only a kernel
+  clears them, so the device-side asserts pass; the stub's own time is subtracted). Timing *around* interpreted
   launches instead is biased (the interpreter leaves the process slower for ~1 ms after each
   launch). It includes the CPU ops' own (tiny) compute and excludes what a real Triton launch
   costs on the host on CUDA (Triton's Python launcher: roughly 10-40 us per launch, not
@@ -114,11 +114,8 @@ def _install_launch_hook() -> None:
         t0 = time.perf_counter()
         try:
             if _State.skip_launches:
-                # timing: the kernel is not run (its outputs keep whatever torch.empty held);
-                # int32 outputs are validity flags that a device-side assert reads: zero them
-                for a in args:
-                    if isinstance(a, torch.Tensor) and a.dtype == torch.int32:
-                        a.zero_()
+                # timing: the kernel is not run (its outputs keep whatever torch.empty held; the
+                # validity flags start at 1 = valid and a kernel only ever clears them)
                 return None
             return orig(self, *args, **kwargs)
         finally:

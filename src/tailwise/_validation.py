@@ -251,9 +251,13 @@ _COUNTS_CACHE_SIZE = 64
 
 
 def _counts_key(obj, device, tag):
-    """A cache key for host-side data (sequences, numpy arrays, tensors on another device)."""
+    """A cache key for per-class data: sequences and numpy arrays by content, tensors by identity."""
     if isinstance(obj, Tensor):
-        # identity plus version counter: an in-place update of the user's tensor is a new key
+        # identity plus version counter: an in-place update of the user's tensor (an optimiser
+        # step, load_state_dict's copy_) is a new key. Inference tensors have no version counter,
+        # and subclasses (fake or distributed tensors) may not own their data: not cached.
+        if type(obj) not in (Tensor, torch.nn.Parameter) or obj.is_inference():
+            return None
         return ("tensor", id(obj), obj._version, str(device), tag)
     if isinstance(obj, (list, tuple)):
         try:
@@ -280,18 +284,24 @@ def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name:
     on the host and converted once per device: the result is cached (keyed by the content, or a
     tensor's identity and version, and the device), so a functional loss called every step with
     the same ``class_counts`` list makes no host->device copy after the first call. A tensor
-    already on ``device`` (a module's buffer) is used as is; its value checks follow
+    already on ``device`` (a module's buffer) is validated where it lives, with checks that follow
     :func:`host_value_checks` (exact ``ValueError`` on eager CPU, device-side asserts on CUDA and
-    while compiling).
+    while compiling), once per (tensor, version): a module's buffer costs no op per call after
+    its first (an in-place update makes a new version and is checked again). While
+    ``torch.compile`` traces nothing is cached.
     """
     if device is not None:
         device = torch.device(device)
     on_device = isinstance(class_counts, Tensor) and (device is None or class_counts.device == device)
-    if on_device or _compiling():
+    if _compiling():
         if not isinstance(class_counts, Tensor):
             # traced: the sequence is a compile-time constant of the graph
             class_counts = torch.as_tensor(class_counts, dtype=torch.float64, device=device)
         return _validated_counts(class_counts, num_classes, name, allow_zero, device)
+    if on_device:
+        where = class_counts.device
+        return cached_on_device(class_counts, where, ("counts", num_classes, allow_zero, name),
+                                lambda c: _validated_counts(c, num_classes, name, allow_zero, where))
     return cached_on_device(class_counts, device, ("counts", num_classes, allow_zero, name),
                             lambda c: _validated_counts(c, num_classes, name, allow_zero, None))
 
@@ -300,8 +310,10 @@ def cached_on_device(obj, device, tag, build) -> Tensor:
     """``build(obj)`` (host-side validation and conversion, returning a CPU tensor) moved to
     ``device``, computed once per (content of ``obj``, ``device``, ``tag``) and cached.
 
-    ``obj`` is a sequence, a numpy array or a tensor (keyed by identity and version counter); an
-    unhashable ``obj`` is simply not cached. Callers must not modify the returned tensor.
+    ``obj`` is a sequence, a numpy array or a tensor (keyed by identity and version counter; a
+    tensor may already live on ``device``, then ``build`` runs there); an unhashable ``obj`` is
+    simply not cached. Callers must not modify the returned tensor. Not for use while
+    ``torch.compile`` traces (callers build directly then).
     """
     key = _counts_key(obj, device, tag)
     hit = _COUNTS_CACHE.get(key) if key is not None else None
@@ -311,7 +323,12 @@ def cached_on_device(obj, device, tag, build) -> Tensor:
     if device is not None:
         out = out.to(device=device)
     if key is not None:
-        ref = weakref.ref(obj) if isinstance(obj, Tensor) else None
+        ref = None
+        if isinstance(obj, Tensor):
+            ref = weakref.ref(obj)
+            # the entry leaves with its tensor: a tensor made afresh for every call (e.g. a 0-d
+            # alpha expanded to (C,)) must not push the cached host data out of the cache
+            weakref.finalize(obj, _COUNTS_CACHE.pop, key, None)
         if len(_COUNTS_CACHE) >= _COUNTS_CACHE_SIZE:
             _COUNTS_CACHE.pop(next(iter(_COUNTS_CACHE)))
         _COUNTS_CACHE[key] = (ref, out)
@@ -354,16 +371,17 @@ def _validated_counts(class_counts, num_classes, name, allow_zero, device) -> Te
 
 
 def check_class_indices(target, num_classes: int, name: str = "target", *,
-                        ignore_index: Optional[int] = None) -> Tensor:
+                        ignore_index: Optional[int] = None, values: bool = True) -> Tensor:
     """Raise unless ``target`` holds integer class indices in ``[0, num_classes)`` (or ``ignore_index``).
 
     The range is a value check (see :func:`host_value_checks`): exact message on eager CPU and in
-    ``"full"`` mode, a device-side assert on accelerators and while compiling.
+    ``"full"`` mode, a device-side assert on accelerators and while compiling. ``values=False``
+    checks the type only (for callers whose kernel checks the range as it reads the targets).
     """
     check_tensor(target, name)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class indices (int64), got dtype {target.dtype}")
-    if target.numel() == 0:
+    if target.numel() == 0 or not values:
         return target
     t = target.detach()
     extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"

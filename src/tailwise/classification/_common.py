@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import math
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,15 +32,19 @@ def expected_index_shape(input: Tensor) -> Tuple[int, ...]:
 
 
 def check_index_target(input: Tensor, target, *, ignore_index: Optional[int] = None,
-                       name: str = "target") -> Tensor:
-    """Integer class indices of shape ``(N, d1, ...)`` in ``[0, C)`` (or ``ignore_index``)."""
+                       name: str = "target", values: bool = True) -> Tensor:
+    """Integer class indices of shape ``(N, d1, ...)`` in ``[0, C)`` (or ``ignore_index``).
+
+    ``values=False``: type and shape only; the range is left to a kernel that checks it (see
+    :func:`tailwise.kernels.softmax_ce.kernel_checks_targets`).
+    """
     if not isinstance(target, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(target).__name__}")
     shape = expected_index_shape(input)
     if tuple(target.shape) != shape:
         raise ValueError(f"{name} must be class indices of shape {shape} (input is {tuple(input.shape)}), "
                          f"got shape {tuple(target.shape)}")
-    check_class_indices(target, input.shape[1], name, ignore_index=ignore_index)
+    check_class_indices(target, input.shape[1], name, ignore_index=ignore_index, values=values)
     return target
 
 
@@ -53,26 +58,43 @@ def class_view(vec: Tensor, input: Tensor) -> Tensor:
     return vec.view((1, -1) + (1,) * (input.dim() - 2))
 
 
-def log_prior(class_counts, num_classes: int, *, like: Tensor) -> Tensor:
-    """``log pi_c`` as a ``(C,)`` tensor in ``like``'s dtype/device (computed in float64).
+class Like(NamedTuple):
+    """The device and dtype a per-class vector should have (instead of an empty tensor: no op)."""
 
-    ``class_counts`` given as host data is converted once per device (see
-    :func:`tailwise._validation.check_class_counts`): no host->device copy per call.
+    device: torch.device
+    dtype: torch.dtype
+
+
+def log_prior(class_counts, num_classes: int, *, like, tau: float = 1.0) -> Tensor:
+    """``tau * log pi_c`` as a ``(C,)`` tensor in ``like``'s dtype/device (``log`` in float64).
+
+    Computed on ``like``'s device once per ``class_counts`` (content of host data, or a tensor's
+    identity and version, see :func:`tailwise._validation.cached_on_device`) and ``tau``: no
+    host->device copy and no op per call.
     """
-    counts = check_class_counts(class_counts, num_classes, device=like.device)
-    return torch.log(counts / counts.sum()).to(dtype=like.dtype)
+    def build(c):
+        counts = check_class_counts(c, num_classes, device=like.device)
+        return torch.log(counts / counts.sum()).to(dtype=like.dtype) * tau
+
+    if torch.compiler.is_compiling():
+        return build(class_counts)
+    return cached_on_device(class_counts, like.device, ("log_prior", num_classes, like.dtype, float(tau)), build)
 
 
-def from_counts(class_counts, num_classes: int, like: Tensor, tag, fn) -> Tensor:
+def from_counts(class_counts, num_classes: int, like, tag, fn) -> Tensor:
     """``fn(counts)`` of validated float64 ``(C,)`` counts, as a tensor in ``like``'s dtype/device.
 
     Per-class weights derived from ``class_counts`` (priors, IIF or class-balanced weights) are
     computed where the counts live when they already are a tensor on ``like``'s device (a
-    module's buffer) or while compiling; host data is turned into weights on the host once per
-    device and cached (``tag`` names the derivation and its hyper-parameters).
+    module's buffer) or while compiling; host data is turned into weights on the host. Both are
+    cached (once per device, and per tensor version for a buffer; ``tag`` names the derivation
+    and its hyper-parameters), except while compiling.
     """
-    if (isinstance(class_counts, Tensor) and class_counts.device == like.device) or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return fn(check_class_counts(class_counts, num_classes, device=like.device)).to(dtype=like.dtype)
+    if isinstance(class_counts, Tensor) and class_counts.device == like.device:
+        return cached_on_device(class_counts, like.device, ("from_counts", tag, num_classes, like.dtype),
+                                lambda c: fn(check_class_counts(c, num_classes, device=like.device)).to(dtype=like.dtype))
     return cached_on_device(class_counts, like.device, ("from_counts", tag, num_classes, like.dtype),
                             lambda c: fn(check_class_counts(c, num_classes)).to(dtype=like.dtype))
 
@@ -81,14 +103,18 @@ def check_per_class(vec, num_classes: int, name: str, *, like: Tensor) -> Tensor
     """A per-class vector (tensor or sequence) of length C, finite and non-negative.
 
     A tensor on ``like``'s device (a module's buffer) is checked where it lives (exact message on
-    eager CPU, device-side assert on accelerators and while compiling); host data is validated on
-    the host and converted once per device (cached).
+    eager CPU, device-side assert on accelerators and while compiling), once per tensor version;
+    host data is validated on the host and converted once per device (both cached, except while
+    compiling).
     """
     if isinstance(vec, (int, float)) and not isinstance(vec, bool):
         raise TypeError(f"{name} must be a per-class sequence or 1-D tensor of length {num_classes}, "
                         f"got the scalar {vec!r}")
-    if (isinstance(vec, Tensor) and vec.device == like.device) or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return _per_class(vec, num_classes, name, like.device).to(dtype=like.dtype)
+    if isinstance(vec, Tensor) and vec.device == like.device:
+        return cached_on_device(vec, like.device, ("per_class", name, num_classes, like.dtype),
+                                lambda v: _per_class(v, num_classes, name, like.device).to(dtype=like.dtype))
     return cached_on_device(vec, like.device, ("per_class", name, num_classes, like.dtype),
                             lambda v: _per_class(v, num_classes, name, None).to(dtype=like.dtype))
 
@@ -121,7 +147,10 @@ def masked_reduce(loss: Tensor, reduction: str, sample_weight: Optional[Tensor],
         denom = denom_weight.sum() if valid is None else (denom_weight * valid).sum()
     else:
         denom = valid.sum()
-    # an all-ignored batch gives 0 (with grad_fn), not the 0/0 = nan of F.cross_entropy; chosen
-    # on the device (no host read of denom), and a NaN total stays NaN in both branches
+    # an all-ignored batch gives 0 (with grad_fn), not the 0/0 = nan of F.cross_entropy; decided
+    # on the device (no host read of denom) by dividing by +inf there: total / inf is what
+    # total * 0.0 in a torch.where branch gave (+-0, NaN for a non-finite total; gradient 0), in
+    # fewer ops forward and backward. (denom is a count or a sum of validated, finite weights:
+    # never NaN.) masked_fill_ takes inf as a kernel argument, no scalar tensor on the device.
     denom = denom.to(total.dtype)
-    return torch.where(denom > 0, total / denom.clamp_min(1e-12), total * 0.0)
+    return total / denom.clamp_min(1e-12).masked_fill_(denom <= 0, math.inf)

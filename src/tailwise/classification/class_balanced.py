@@ -13,9 +13,9 @@ from .._precision import upcast
 from .._validation import check_choice, check_class_counts, check_nonnegative, check_probability
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
-from ..kernels.softmax_ce import softmax_cross_entropy, uses_kernel
+from ..kernels.softmax_ce import kernel_checks_targets, softmax_cross_entropy, uses_kernel
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, from_counts, masked_reduce
+from ._common import Like, check_index_target, check_logits, from_counts, masked_reduce
 
 __all__ = ["class_balanced_weights", "class_balanced_loss", "ClassBalancedLoss"]
 
@@ -85,14 +85,21 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     cdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
     beta = check_probability(beta, "beta", open_high=True)
     # host class_counts: weights computed once per device (cached), no host->device copy per call
-    cb = from_counts(class_counts, C, input.new_empty(0, dtype=cdt), ("class_balanced", beta),
+    cb = from_counts(class_counts, C, Like(input.device, cdt), ("class_balanced", beta),
                      lambda n: class_balanced_weights(n, beta))
     if loss_type == "softmax":
-        check_index_target(input, target, ignore_index=ignore_index)
+        in_kernel = kernel_checks_targets(input, target)
+        check_index_target(input, target, ignore_index=ignore_index, values=not in_kernel)
         target = target.long()
         valid = target != ignore_index
+        if uses_kernel(input):
+            # the kernel weighs each row by its class weight (CE's w_y: the same products, so the
+            # same bits as multiplying afterwards) and skips the gather
+            loss = softmax_cross_entropy(input, target, class_weight=cb, ignore_index=ignore_index,
+                                         validate=in_kernel)
+            return masked_reduce(loss, reduction, sample_weight, valid)
         y = torch.where(valid, target, torch.zeros_like(target))
-        loss = softmax_cross_entropy(input, target, ignore_index=ignore_index) * cb[y]
+        loss = softmax_cross_entropy(input, target, ignore_index=ignore_index, validate=in_kernel) * cb[y]
         return masked_reduce(loss, reduction, sample_weight, valid)
     check_index_target(input, target)
     # class indices go to the kernels as they are: no (N, C) one-hot on the Triton path

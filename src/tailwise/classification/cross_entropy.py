@@ -15,9 +15,9 @@ from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import check_probability, check_same_shape
 from ..kernels._halfio import float32_compute_unless_kernel
-from ..kernels.softmax_ce import softmax_cross_entropy
+from ..kernels.softmax_ce import kernel_checks_targets, softmax_cross_entropy
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, check_per_class, is_soft_target, masked_reduce
+from ._common import Like, check_index_target, check_logits, check_per_class, is_soft_target, masked_reduce
 
 __all__ = ["entropy_loss", "cross_entropy_loss", "kl_div_loss", "EntropyLoss", "CrossEntropyLoss", "KLDivLoss"]
 
@@ -74,12 +74,12 @@ def _check_class_weight(class_weight, input: Tensor) -> Optional[Tensor]:
     return check_per_class(class_weight, input.shape[1], "class_weight", like=compute_like(input))
 
 
-def compute_like(input: Tensor) -> Tensor:
-    """A tensor with the dtype per-class vectors should have: float32 for 16-bit logits (which
-    reach the loss body only on the Triton path, where they are read directly), else the input."""
+def compute_like(input: Tensor) -> Like:
+    """The device and dtype per-class vectors should have: float32 for 16-bit logits (which
+    reach the loss body only on the Triton path, where they are read directly), else the input's."""
     if input.dtype in (torch.float16, torch.bfloat16):
-        return input.new_empty(0, dtype=torch.float32)
-    return input
+        return Like(input.device, torch.float32)
+    return Like(input.device, input.dtype)
 
 
 @float32_compute_unless_kernel("softmax_ce")
@@ -134,9 +134,11 @@ def index_cross_entropy(input: Tensor, target: Tensor, cw: Optional[Tensor], ign
                         offset: Optional[Tensor] = None, scale: Optional[Tensor] = None) -> Tensor:
     """Cross-entropy of ``input * scale + offset`` (per-class vectors) against class indices,
     through the ``softmax_ce`` kernel op; reduced like ``F.cross_entropy``."""
-    check_index_target(input, target, ignore_index=ignore_index)
+    in_kernel = kernel_checks_targets(input, target)
+    check_index_target(input, target, ignore_index=ignore_index, values=not in_kernel)
     target = target.long()
-    loss = softmax_cross_entropy(input, target, offset, scale, cw, 0.0, label_smoothing, ignore_index)
+    loss = softmax_cross_entropy(input, target, offset, scale, cw, 0.0, label_smoothing, ignore_index,
+                                 validate=in_kernel)
     valid = target != ignore_index
     denom_w = None
     if cw is not None:

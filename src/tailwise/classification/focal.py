@@ -18,12 +18,12 @@ from .._base import Loss
 from .._precision import upcast
 from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
-from .._validation import _check_number, check_nonnegative, check_same_shape, host_selection
+from .._validation import _check_number, cached_on_device, check_nonnegative, check_same_shape, host_selection
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
-from ..kernels.softmax_ce import softmax_cross_entropy
+from ..kernels.softmax_ce import kernel_checks_targets, softmax_cross_entropy
 from ..registry import register_loss
-from ._common import check_index_target, check_logits, check_per_class, masked_reduce
+from ._common import Like, check_index_target, check_logits, check_per_class, masked_reduce
 
 __all__ = ["focal_loss", "sigmoid_focal_loss", "FocalLoss", "SigmoidFocalLoss"]
 
@@ -35,7 +35,12 @@ def _alpha_vector(alpha, num_classes: int, like: Tensor) -> Optional[Tensor]:
         # a number weighs every class alike, as kornia's focal_loss does
         alpha = [float(alpha)] * num_classes
     elif isinstance(alpha, Tensor) and alpha.dim() == 0:
-        alpha = alpha.reshape(1).expand(num_classes)
+        if torch.compiler.is_compiling():
+            return check_per_class(alpha.reshape(1).expand(num_classes), num_classes, "alpha", like=like)
+        # cached on the 0-d tensor itself (a module's buffer): the expanded view is new every call
+        return cached_on_device(alpha, like.device, ("alpha0", num_classes, like.dtype),
+                                lambda a: check_per_class(a.reshape(1).expand(num_classes), num_classes, "alpha",
+                                                          like=like))
     return check_per_class(alpha, num_classes, "alpha", like=like)
 
 
@@ -70,15 +75,17 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
     """
     check_logits(input)
     gamma = check_nonnegative(gamma, "gamma")
-    check_index_target(input, target, ignore_index=ignore_index)
+    in_kernel = kernel_checks_targets(input, target)
+    check_index_target(input, target, ignore_index=ignore_index, values=not in_kernel)
     C = input.shape[1]
     target = target.long()
     valid = target != ignore_index
     # reading valid.all() on the host would synchronise on CUDA; there the mask is always passed
     has_ignored = not bool(valid.all()) if host_selection(target) else True
-    a = _alpha_vector(alpha, C, input if input.dtype not in (torch.float16, torch.bfloat16)
-                      else input.new_empty(0, dtype=torch.float32))
-    loss = softmax_cross_entropy(input, target, None, None, a, gamma, 0.0, ignore_index, focal=True)
+    a = _alpha_vector(alpha, C, Like(input.device, torch.float32 if input.dtype in (torch.float16, torch.bfloat16)
+                                     else input.dtype))
+    loss = softmax_cross_entropy(input, target, None, None, a, gamma, 0.0, ignore_index, focal=True,
+                                 validate=in_kernel)
     return masked_reduce(loss, reduction, sample_weight, valid if has_ignored else None)
 
 

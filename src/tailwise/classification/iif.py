@@ -14,7 +14,7 @@ from .._validation import (assert_values, check_choice, check_class_counts, chec
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.softmax_ce import uses_kernel
 from ..registry import register_loss
-from ._common import check_logits, class_view, from_counts, is_soft_target
+from ._common import Like, check_logits, class_view, from_counts, is_soft_target
 from .cross_entropy import cross_entropy_loss, index_cross_entropy
 
 __all__ = ["IIF_VARIANTS", "iif_weights", "iif_loss", "IIFLoss"]
@@ -96,7 +96,7 @@ def iif_loss(input: Tensor, target: Tensor, class_counts, *, variant: str = "raw
     norm = check_nonnegative(norm, "norm")
     # weights in the compute dtype (float32 for 16-bit logits bound for the kernel)
     wdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
-    w = from_counts(class_counts, input.shape[1], input.new_empty(0, dtype=wdt), ("iif", variant, norm),
+    w = from_counts(class_counts, input.shape[1], Like(input.device, wdt), ("iif", variant, norm),
                     lambda n: iif_weights(n, variant, norm))
     return _weighted_logits_ce(input, target, w, ignore_index, label_smoothing, reduction, sample_weight)
 

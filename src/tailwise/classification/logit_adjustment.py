@@ -41,11 +41,11 @@ def logit_adjusted_loss(input: Tensor, target: Tensor, class_counts, *, tau: flo
     tau = _check_number(tau, "tau")
     if not is_soft_target(input, target) and uses_kernel(input):
         # the kernel adds the per-class offset on the fly: no shifted (N, C) copy
-        offset = log_prior(class_counts, input.shape[1], like=compute_like(input)) * tau
+        offset = log_prior(class_counts, input.shape[1], like=compute_like(input), tau=tau)
         return index_cross_entropy(input, target, None, ignore_index, label_smoothing, reduction, sample_weight,
                                    offset=offset)
     input = upcast(input)  # 16-bit logits reach here only when bound for the kernel
-    shift = class_view(log_prior(class_counts, input.shape[1], like=input) * tau, input)
+    shift = class_view(log_prior(class_counts, input.shape[1], like=input, tau=tau), input)
     return cross_entropy_loss(input + shift, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
                               reduction=reduction, sample_weight=sample_weight)
 

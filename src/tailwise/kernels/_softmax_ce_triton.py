@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._validation import assert_values, check_class_indices, host_value_checks
 from ._triton_math import expm1
 
 __all__ = ["softmax_ce_triton", "softmax_ce_rows_triton"]
@@ -98,11 +99,11 @@ def _grad_tile(z, lse, k, e, ys, c, cmask, sc, W, wsum,
 
 
 @triton.jit
-def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
+def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G, FLAG,
          R, C, D, s_n, s_c, s_d, g_n, g_c, g_d,
          gamma, eps, inv_c, ignore_index,
          HAS_OFF: tl.constexpr, HAS_SCL: tl.constexpr, HAS_W: tl.constexpr, FOCAL: tl.constexpr,
-         SMOOTH: tl.constexpr, WRITE_GRAD: tl.constexpr, SINGLE: tl.constexpr,
+         SMOOTH: tl.constexpr, WRITE_GRAD: tl.constexpr, SINGLE: tl.constexpr, CHECK: tl.constexpr,
          BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -112,7 +113,13 @@ def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
     base = n * s_n + d * s_d
     gbase = n * g_n + d * g_d
     y = tl.load(Y + rows, mask=rmask, other=ignore_index).to(tl.int64)
-    valid = rmask & (y != ignore_index)
+    labelled = rmask & (y != ignore_index)
+    # an out-of-range target reads nothing (loss and gradient 0) and, with CHECK, clears the
+    # flag that the caller turns into a device-side assert
+    valid = labelled & (y >= 0) & (y < C)
+    if CHECK:
+        nbad = tl.sum(tl.where(labelled & ~valid, 1, 0), axis=0)
+        tl.store(FLAG, 0, mask=nbad > 0)
     ys = tl.where(valid, y, 0)
     z_t = tl.load(X + base + ys * s_c, mask=valid, other=0.0).to(tl.float32)
     if HAS_SCL:
@@ -124,7 +131,10 @@ def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G,
     else:
         a_y = tl.full([BLOCK_R], 1.0, tl.float32)
     if SMOOTH:
-        wsum = tl.load(WSUM)
+        if HAS_W:
+            wsum = tl.load(WSUM)
+        else:
+            wsum = C * 1.0   # unweighted: W = C, no tensor (and no op) on the host side
     else:
         wsum = 0.0
     cols = tl.arange(0, BLOCK_C)
@@ -199,14 +209,17 @@ def _bwd(X, Y, OFF, SCL, W, WSUM, LSE, K, GO, G,
     base = n * s_n + d * s_d
     gbase = n * g_n + d * g_d
     y = tl.load(Y + rows, mask=rmask, other=ignore_index).to(tl.int64)
-    valid = rmask & (y != ignore_index)
+    valid = rmask & (y != ignore_index) & (y >= 0) & (y < C)
     ys = tl.where(valid, y, 0)
     go = tl.load(GO + rows.to(tl.int64) * go_s, mask=rmask, other=0.0).to(tl.float32)
     lse = tl.load(LSE + rows, mask=rmask, other=0.0)
     k = tl.load(K + rows, mask=rmask, other=0.0) * go
     e = tl.where(valid, eps * inv_c, 0.0) * go
     if SMOOTH:
-        wsum = tl.load(WSUM)
+        if HAS_W:
+            wsum = tl.load(WSUM)
+        else:
+            wsum = C * 1.0   # unweighted: W = C, no tensor (and no op) on the host side
     else:
         wsum = 0.0
     cols = tl.arange(0, BLOCK_C)
@@ -247,7 +260,9 @@ def _view3(x: Tensor) -> Tuple[int, int, int, Tuple[int, int, int]]:
     return n, c, dd, (x3.stride(0), x3.stride(1), x3.stride(2))
 
 
-def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=None):
+def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=None, flag=None):
+    """``(loss, lse, k)``; with ``flag`` (an int32 ``(1,)`` holding 1) the kernel zeroes it
+    when a target is neither ``ignore_index`` nor in ``[0, C)``."""
     n, c, dd, (s_n, s_c, s_d) = _view3(x)
     r = n * dd
     loss = torch.empty(r, dtype=torch.float32, device=x.device)
@@ -263,10 +278,11 @@ def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=Non
     _fwd[(triton.cdiv(r, br),)](
         x, y, off if off is not None else dummy, scl if scl is not None else dummy,
         w if w is not None else dummy, wsum if wsum is not None else dummy, loss, lse, k, g,
+        flag if flag is not None else dummy,
         r, c, dd, s_n, s_c, s_d, g_n, g_c, g_d,
         float(gamma), float(eps), 1.0 / c, int(ignore_index),
         HAS_OFF=off is not None, HAS_SCL=scl is not None, HAS_W=w is not None, FOCAL=gamma > 0,
-        SMOOTH=smooth, WRITE_GRAD=grad_into is not None, SINGLE=single,
+        SMOOTH=smooth, WRITE_GRAD=grad_into is not None, SINGLE=single, CHECK=flag is not None,
         BLOCK_R=br, BLOCK_C=bc, NUM_CB=triton.cdiv(c, bc), num_warps=warps)
     return loss, lse, k
 
@@ -295,16 +311,24 @@ def _launch_bwd(go, x, y, lse, k, off, scl, w, wsum, eps, ignore_index):
 
 # --- autograd wiring: a custom-op pair (traceable by torch.compile, capturable by CUDA graphs) ---
 
+def _new_flag(x: Tensor, check: bool) -> Optional[Tensor]:
+    return torch.ones(1, dtype=torch.int32, device=x.device) if check else None
+
+
 @torch.library.custom_op("tailwise::softmax_ce_fwd", mutates_args=())
 def _op_fwd(x: Tensor, y: Tensor, off: Optional[Tensor], scl: Optional[Tensor], w: Optional[Tensor],
-            wsum: Optional[Tensor], gamma: float, eps: float, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
-    return _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index)
+            wsum: Optional[Tensor], gamma: float, eps: float, ignore_index: int,
+            check: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    flag = _new_flag(x, check)
+    loss, lse, k = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, flag=flag)
+    return loss, lse, k, (flag if flag is not None else x.new_empty(0, dtype=torch.int32))
 
 
 @_op_fwd.register_fake
-def _(x, y, off, scl, w, wsum, gamma, eps, ignore_index):
+def _(x, y, off, scl, w, wsum, gamma, eps, ignore_index, check):
     r = y.numel()
-    return x.new_empty(r, dtype=torch.float32), x.new_empty(r, dtype=torch.float32), x.new_empty(r, dtype=torch.float32)
+    return (x.new_empty(r, dtype=torch.float32), x.new_empty(r, dtype=torch.float32),
+            x.new_empty(r, dtype=torch.float32), x.new_empty(1 if check else 0, dtype=torch.int32))
 
 
 @torch.library.custom_op("tailwise::softmax_ce_bwd", mutates_args=())
@@ -319,16 +343,16 @@ def _(go, x, y, lse, k, off, scl, w, wsum, eps, ignore_index):
 
 
 def _setup(ctx, inputs, output):
-    x, y, off, scl, w, wsum, gamma, eps, ignore_index = inputs
-    _, lse, k = output
+    x, y, off, scl, w, wsum, gamma, eps, ignore_index, check = inputs
+    _, lse, k, _ = output
     ctx.save_for_backward(x, y, lse, k, off, scl, w, wsum)
     ctx.eps, ctx.ignore_index = eps, ignore_index
 
 
-def _backward(ctx, g_loss, g_lse, g_k):
+def _backward(ctx, g_loss, g_lse, g_k, g_flag):
     x, y, lse, k, off, scl, w, wsum = ctx.saved_tensors
     grad = _op_bwd(g_loss, x, y, lse, k, off, scl, w, wsum, ctx.eps, ctx.ignore_index)
-    return grad, None, None, None, None, None, None, None, None
+    return grad, None, None, None, None, None, None, None, None, None
 
 
 _op_fwd.register_autograd(_backward, setup_context=_setup)
@@ -344,39 +368,56 @@ class _EagerCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index):
-        loss, lse, k = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index)
+    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index, check):
+        flag = _new_flag(x, check)
+        loss, lse, k = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, flag=flag)
         ctx.save_for_backward(x, y, lse, k, off, scl, w, wsum)
         ctx.eps, ctx.ignore_index = eps, ignore_index
-        return loss
+        if flag is not None:
+            ctx.mark_non_differentiable(flag)
+        # no zero tensor is made for the flag's (absent) gradient
+        ctx.set_materialize_grads(False)
+        return loss, flag
 
     @staticmethod
-    def backward(ctx, go):
+    def backward(ctx, go, _g_flag=None):
+        if go is None:
+            return (None,) * 10
         x, y, lse, k, off, scl, w, wsum = ctx.saved_tensors
         grad = _launch_bwd(go, x, y, lse, k, off, scl, w, wsum, ctx.eps, ctx.ignore_index)
-        return grad, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None
 
 
 class _InplaceCE(torch.autograd.Function):
     """Liger-style: the forward writes the (unscaled) gradient into the logits buffer."""
 
     @staticmethod
-    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index):
-        loss, _, _ = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=x)
+    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index, check):
+        flag = _new_flag(x, check)
+        loss, _, _ = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=x, flag=flag)
         ctx.save_for_backward(x)
-        return loss
+        if flag is not None:
+            ctx.mark_non_differentiable(flag)
+        ctx.set_materialize_grads(False)
+        return loss, flag
 
     @staticmethod
-    def backward(ctx, go):
+    def backward(ctx, go, _g_flag=None):
+        if go is None:
+            return (None,) * 10
         (g,) = ctx.saved_tensors
         shape = (-1, 1) + (1,) * (g.dim() - 2)
         # go has the target's shape (N, d1, ...): put a 1 at the class dim to broadcast
         go_b = go.reshape(g.shape[:1] + g.shape[2:]).unsqueeze(1) if g.dim() > 2 else go.reshape(shape)
-        return g.mul_(go_b.to(g.dtype)), None, None, None, None, None, None, None, None
+        return g.mul_(go_b.to(g.dtype)), None, None, None, None, None, None, None, None, None
 
 
 def _f32_vec(v, device):
-    return None if v is None else v.detach().to(device=device, dtype=torch.float32).contiguous()
+    if v is None:
+        return None
+    if v.requires_grad:
+        v = v.detach()
+    return v.to(device=device, dtype=torch.float32).contiguous()
 
 
 def _prepare(input, target, offset, scale, class_weight, label_smoothing):
@@ -387,7 +428,7 @@ def _prepare(input, target, offset, scale, class_weight, label_smoothing):
     off, scl, w = (_f32_vec(v, x.device) for v in (offset, scale, class_weight))
     wsum = None
     if label_smoothing > 0:
-        wsum = (w.sum() if w is not None else torch.full((), float(x.shape[1]), device=x.device)).reshape(1)
+        wsum = w.sum().reshape(1) if w is not None else None
     return x, y, off, scl, w, wsum
 
 
@@ -417,7 +458,7 @@ def softmax_ce_rows_triton(input: Tensor, target: Tensor, offset=None, scale=Non
     if grad_into is None:
         if eager:
             return _launch_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
-        return _op_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+        return _op_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index), False)[:3]
     if grad_into is not input or x is not input:
         raise ValueError("grad_into must be the (contiguous) logits themselves")
     if eager:
@@ -430,13 +471,26 @@ def softmax_ce_rows_triton(input: Tensor, target: Tensor, offset=None, scale=Non
 
 def softmax_ce_triton(input: Tensor, target: Tensor, offset=None, scale=None, class_weight=None,
                       gamma: float = 0.0, label_smoothing: float = 0.0, ignore_index: int = -100,
-                      focal: bool = False, inplace: bool = False) -> Tensor:
-    """Per-element loss of shape ``target.shape`` (float32); see ``softmax_ce.softmax_ce_torch``."""
+                      focal: bool = False, inplace: bool = False, validate: bool = False) -> Tensor:
+    """Per-element loss of shape ``target.shape`` (float32); see ``softmax_ce.softmax_ce_torch``.
+
+    ``validate``: the target range check of ``check_class_indices``, done by the kernel (it reads
+    the targets anyway) and turned into one device-side assert; where values may be read on the
+    host (:func:`~tailwise._validation.host_value_checks`) the exact check runs first instead.
+    """
+    check = bool(validate)
+    if check and host_value_checks(input, target):
+        check_class_indices(target, input.shape[1], "target", ignore_index=ignore_index)
+        check = False
     x, y, off, scl, w, wsum = _prepare(input, target, offset, scale, class_weight, label_smoothing)
+    args = (x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index), check)
     if inplace and x.requires_grad and x is input:
-        loss = _InplaceCE.apply(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+        loss, flag = _InplaceCE.apply(*args)
     elif torch.compiler.is_compiling():
-        loss, _, _ = _op_fwd(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+        loss, _, _, flag = _op_fwd(*args)
     else:
-        loss = _EagerCE.apply(x, y, off, scl, w, wsum, float(gamma), float(label_smoothing), int(ignore_index))
+        loss, flag = _EagerCE.apply(*args)
+    if check:
+        assert_values(flag, f"target must be class indices in [0, {input.shape[1] - 1}] "
+                            f"(or ignore_index={ignore_index})")
     return loss.reshape(target.shape)

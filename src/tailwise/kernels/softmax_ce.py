@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._validation import check_class_indices, host_value_checks
 from ._dispatch import dispatch, register_op, select
 
 __all__ = ["SoftmaxFocalFunction", "softmax_ce_torch", "softmax_cross_entropy", "inplace_gradients",
@@ -106,12 +107,17 @@ def _class_view(vec: Tensor, like: Tensor) -> Tensor:
 
 def softmax_ce_torch(input: Tensor, target: Tensor, offset: Optional[Tensor] = None, scale: Optional[Tensor] = None,
                      class_weight: Optional[Tensor] = None, gamma: float = 0.0, label_smoothing: float = 0.0,
-                     ignore_index: int = -100, focal: bool = False, inplace: bool = False) -> Tensor:
+                     ignore_index: int = -100, focal: bool = False, inplace: bool = False,
+                     validate: bool = False) -> Tensor:
     """Reference implementation of ``softmax_ce`` (see the module docstring).
 
     ``focal=True`` computes ``gamma == 0`` with the focal function too (what ``focal_loss`` always
-    did; equal to cross-entropy up to rounding); ``inplace`` is ignored here.
+    did; equal to cross-entropy up to rounding); ``inplace`` is ignored here. ``validate`` runs
+    the target range check (:func:`~tailwise._validation.check_class_indices`) that the caller
+    left to the op.
     """
+    if validate:
+        check_class_indices(target, input.shape[1], "target", ignore_index=ignore_index)
     # 16-bit logits arrive only when a kernel was chosen and then fell back: compute in float32
     z = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
     if scale is not None:
@@ -160,16 +166,29 @@ def inplace_gradients(enabled: bool = True) -> Iterator[None]:
 
 def softmax_cross_entropy(input: Tensor, target: Tensor, offset: Optional[Tensor] = None,
                           scale: Optional[Tensor] = None, class_weight: Optional[Tensor] = None, gamma: float = 0.0,
-                          label_smoothing: float = 0.0, ignore_index: int = -100, focal: bool = False) -> Tensor:
+                          label_smoothing: float = 0.0, ignore_index: int = -100, focal: bool = False,
+                          validate: bool = False) -> Tensor:
     """Run op ``softmax_ce`` with the selected backend; returns the unreduced loss (``target.shape``).
 
-    float64 logits always take the torch path (the kernels accumulate in float32).
+    float64 logits always take the torch path (the kernels accumulate in float32). ``validate``
+    makes the op check the target range (the caller checked only its metadata): the Triton
+    kernel does it while it reads the targets (one device-side assert instead of the ~9 ops of
+    a separate check), the torch path with :func:`~tailwise._validation.check_class_indices`.
     """
     if input.dtype == torch.float64:
         return softmax_ce_torch(input, target, offset, scale, class_weight, gamma, label_smoothing, ignore_index,
-                                focal)
+                                focal, validate=validate)
+    if validate:
+        return dispatch("softmax_ce", input, target, offset, scale, class_weight, gamma, label_smoothing,
+                        ignore_index, focal, inplace=_STATE["inplace"], validate=True)
     return dispatch("softmax_ce", input, target, offset, scale, class_weight, gamma, label_smoothing,
                     ignore_index, focal, inplace=_STATE["inplace"])
+
+
+def kernel_checks_targets(input: Tensor, target: Tensor) -> bool:
+    """True when :func:`softmax_cross_entropy` should be given ``validate=True`` instead of a
+    separate target range check: its Triton kernel runs and values may not be read on the host."""
+    return uses_kernel(input) and not host_value_checks(input, target)
 
 
 def uses_kernel(input: Tensor) -> bool:
