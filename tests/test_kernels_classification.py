@@ -413,10 +413,17 @@ def test_triton_kernels_compile_for_hopper():
         t = dict(ints, X="*" + xdt, G="*" + xdt)
         for single, focal, smooth in ((True, False, True), (True, True, False), (False, False, True),
                                       (False, True, False)):
-            build(S._fwd, t, dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, FOCAL=focal, SMOOTH=smooth, WRITE_GRAD=True,
-                                  SINGLE=single, BLOCK_R=4 if single else 1, BLOCK_C=1024 if single else 4096,
-                                  NUM_CB=1 if single else 8))
+            build(S._fwd, dict(t, FLAG="*i32"),
+                  dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, FOCAL=focal, SMOOTH=smooth, WRITE_GRAD=True,
+                       SINGLE=single, CHECK=single, BLOCK_R=4 if single else 1, BLOCK_C=1024 if single else 4096,
+                       NUM_CB=1 if single else 8))
+        # unweighted label smoothing: W = C from the class count, no tensor
+        build(S._fwd, dict(t, FLAG="*i32"),
+              dict(HAS_OFF=False, HAS_SCL=False, HAS_W=False, FOCAL=False, SMOOTH=True, WRITE_GRAD=False,
+                   SINGLE=True, CHECK=True, BLOCK_R=4, BLOCK_C=1024, NUM_CB=1))
         build(S._bwd, t, dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, SMOOTH=True, BLOCK_R=4, BLOCK_C=1024, NUM_CB=1))
+        build(S._bwd, t, dict(HAS_OFF=False, HAS_SCL=False, HAS_W=False, SMOOTH=True, BLOCK_R=4, BLOCK_C=1024,
+                              NUM_CB=1))
         st = dict(X="*" + xdt, G="*" + xdt, Y="*i64", R="i32", C="i32", on="fp32", off="fp32", alpha="fp32",
                   gamma="fp32", go_sr="i64", go_sc="i64")
         flags = dict(DENSE=False, HAS_B=True, HAS_PQ=True, ALPHA=True, FOCAL=True, HAS_GV=True, BLOCK_R=32,

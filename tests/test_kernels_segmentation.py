@@ -219,12 +219,16 @@ def test_kernels_compile_for_hopper():
               "C_PAD": "constexpr", "BLOCK_S": "constexpr", "ACT": "constexpr", "OFFSET": "constexpr",
               "HAS_IGNORE": "constexpr", "SQUARED": "constexpr", "CE": "constexpr", "HAS_W": "constexpr"}
     fwd = dict(common, part_ptr="*fp32", tiles_per_prog="i32")
-    bwd = dict(common, coef_ptr="*fp32", dx_ptr="*fp32")
+    bwd = dict(common, gtp_ptr="*fp32", gsp_ptr="*fp32", gsq_ptr="*fp32", gce_ptr="*fp32", dx_ptr="*fp32",
+               s_tp_n="i64", s_tp_c="i64", s_sp_n="i64", s_sp_c="i64", s_sq_n="i64", s_sq_c="i64", s_ce="i64",
+               HAS_GTP="constexpr", HAS_GSP="constexpr", ACC64="constexpr")
     for act, offset, c in ((1, 0, 14), (2, 1, 1)):
         c_pad, block_s = K._meta(c)
         consts = dict(C_PAD=c_pad, BLOCK_S=block_s, ACT=act, OFFSET=offset, HAS_IGNORE=True, SQUARED=True,
                       CE=True, HAS_W=act == 1)
         for fn, sig in ((K._overlap_fwd_kernel, fwd), (K._overlap_bwd_kernel, bwd)):
+            if fn is K._overlap_bwd_kernel:
+                consts = dict(consts, HAS_GTP=True, HAS_GSP=True, ACC64=False)
             sig = {name: sig[name] for name in fn.arg_names}
             tcompile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
                      options={"num_warps": K._WARPS})

@@ -165,7 +165,10 @@ def _box_fwd_kernel(p_ptr, t_ptr, loss_ptr, iou_ptr, flag_ptr, N, eps, lam,
         nonfinite = ((a1 - a1) != 0) | ((b1 - b1) != 0) | ((a2 - a2) != 0) | ((b2 - b2) != 0)
         nonfinite = nonfinite | ((A1 - A1) != 0) | ((B1 - B1) != 0) | ((A2 - A2) != 0) | ((B2 - B2) != 0)
         bad = nonfinite | (w1 < 0) | (h1 < 0) | (w2 < 0) | (h2 < 0)
-        tl.store(flag_ptr + pid, tl.sum(tl.where(m & bad, 1, 0), axis=0))
+        # the one flag starts at 1 (valid); any program that sees a bad pair clears it (the
+        # same value from every writer: no atomics), so the caller asserts on it directly
+        nbad = tl.sum(tl.where(m & bad, 1, 0), axis=0)
+        tl.store(flag_ptr, 0, mask=nbad > 0)
 
 
 @triton.jit
@@ -307,23 +310,26 @@ def _box_bwd_kernel(p_ptr, t_ptr, g_ptr, gp_ptr, gt_ptr, N, eps, lam,
 # ----------------------------------------------------------------------------- launchers
 def _fwd(p: torch.Tensor, t: torch.Tensor, kind: int, fmt: int, eps: float, lam: float,
          want_iou: bool, validate: bool):
+    """``(loss, iou or None, flag or None)``: ``flag`` is an int32 ``(1,)`` that stays 1 when
+    every box is finite and not inverted (only allocated when ``validate``)."""
     n = p.shape[0]
     loss = torch.empty(n, device=p.device, dtype=p.dtype)
-    iou = torch.empty(n if want_iou else 0, device=p.device, dtype=p.dtype)
-    grid = triton.cdiv(n, _BLOCK)
-    flags = torch.empty(grid if validate else 0, device=p.device, dtype=torch.int32)
+    iou = torch.empty(n, device=p.device, dtype=p.dtype) if want_iou else None
+    flag = torch.ones(1, device=p.device, dtype=torch.int32) if validate else None
     if n:
-        _box_fwd_kernel[(grid,)](p, t, loss, iou if want_iou else loss, flags if validate else loss, n,
-                                 eps, lam, KIND=kind, FMT=fmt, WANT_IOU=want_iou, VALIDATE=validate,
-                                 BLOCK=_BLOCK, num_warps=_WARPS)
-    return loss, iou, flags
+        _box_fwd_kernel[(triton.cdiv(n, _BLOCK),)](p, t, loss, iou if want_iou else loss,
+                                                   flag if validate else loss, n,
+                                                   eps, lam, KIND=kind, FMT=fmt, WANT_IOU=want_iou,
+                                                   VALIDATE=validate, BLOCK=_BLOCK, num_warps=_WARPS)
+    return loss, iou, flag
 
 
 def _bwd(p: torch.Tensor, t: torch.Tensor, grad: torch.Tensor, kind: int, fmt: int, eps: float,
          lam: float, need_p: bool, need_t: bool):
+    """``(grad of p or None, grad of t or None)``."""
     n = p.shape[0]
-    gp = torch.empty_like(p) if need_p else p.new_empty(0)
-    gt = torch.empty_like(t) if need_t else t.new_empty(0)
+    gp = torch.empty_like(p) if need_p else None
+    gt = torch.empty_like(t) if need_t else None
     if n and (need_p or need_t):
         _box_bwd_kernel[(triton.cdiv(n, _BLOCK),)](p, t, grad.contiguous(), gp if need_p else p,
                                                    gt if need_t else t, n, eps, lam, KIND=kind, FMT=fmt,
@@ -333,20 +339,26 @@ def _bwd(p: torch.Tensor, t: torch.Tensor, grad: torch.Tensor, kind: int, fmt: i
 
 
 class _BoxLossTriton(torch.autograd.Function):
+    """Eager autograd of the launchers (no custom-op dispatch; see ``_softmax_ce_triton._EagerCE``)."""
+
     @staticmethod
     def forward(ctx, p, t, kind: int, fmt: int, eps: float, lam: float, want_iou: bool, validate: bool):
-        loss, iou, flags = _fwd(p, t, kind, fmt, eps, lam, want_iou, validate)
+        loss, iou, flag = _fwd(p, t, kind, fmt, eps, lam, want_iou, validate)
         ctx.save_for_backward(p, t)
         ctx.args = (kind, fmt, eps, lam)
-        ctx.mark_non_differentiable(iou, flags)
-        return loss, iou, flags
+        ctx.mark_non_differentiable(*(o for o in (iou, flag) if o is not None))
+        # no zero tensors are made for the (absent) gradients of iou and flag
+        ctx.set_materialize_grads(False)
+        return loss, iou, flag
 
     @staticmethod
     def backward(ctx, grad, _g_iou=None, _g_flags=None):
+        if grad is None:
+            return (None,) * 8
         p, t = ctx.saved_tensors
         need_p, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gp, gt = _bwd(p, t, grad, *ctx.args, need_p, need_t)
-        return (gp if need_p else None, gt if need_t else None) + (None,) * 6
+        return (gp, gt) + (None,) * 6
 
 
 # torch.compile cannot trace into a Triton launch written this way: under compilation the same
@@ -354,21 +366,24 @@ class _BoxLossTriton(torch.autograd.Function):
 @torch.library.custom_op("tailwise::box_loss_fwd", mutates_args=())
 def _box_loss_fwd_op(p: torch.Tensor, t: torch.Tensor, kind: int, fmt: int, eps: float, lam: float,
                      want_iou: bool, validate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _fwd(p, t, kind, fmt, eps, lam, want_iou, validate)
+    loss, iou, flag = _fwd(p, t, kind, fmt, eps, lam, want_iou, validate)
+    # a custom op returns tensors: an empty one stands for "not asked for"
+    return (loss, iou if iou is not None else p.new_empty(0),
+            flag if flag is not None else p.new_empty(0, dtype=torch.int32))
 
 
 @_box_loss_fwd_op.register_fake
 def _(p, t, kind, fmt, eps, lam, want_iou, validate):
     n = p.shape[0]
-    blocks = (n + _BLOCK - 1) // _BLOCK
     return (p.new_empty(n), p.new_empty(n if want_iou else 0),
-            p.new_empty(blocks if validate else 0, dtype=torch.int32))
+            p.new_empty(1 if validate else 0, dtype=torch.int32))
 
 
 @torch.library.custom_op("tailwise::box_loss_bwd", mutates_args=())
 def _box_loss_bwd_op(p: torch.Tensor, t: torch.Tensor, grad: torch.Tensor, kind: int, fmt: int, eps: float,
                      lam: float, need_p: bool, need_t: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _bwd(p, t, grad, kind, fmt, eps, lam, need_p, need_t)
+    gp, gt = _bwd(p, t, grad, kind, fmt, eps, lam, need_p, need_t)
+    return (gp if gp is not None else p.new_empty(0)), (gt if gt is not None else t.new_empty(0))
 
 
 @_box_loss_bwd_op.register_fake
@@ -407,12 +422,11 @@ def box_loss_triton(input, target, kind, box_format, eps, validate, lambda_=1.0,
         return loss.reshape(batch), (loss.detach().reshape(batch) if want_iou else None), None
     args = (_KIND_IDS[kind], _FMT_IDS[box_format], float(eps), float(lambda_), bool(want_iou), bool(validate))
     if torch.compiler.is_compiling():
-        loss, iou, flags = _box_loss_fwd_op(p, t, *args)
+        loss, iou, flag = _box_loss_fwd_op(p, t, *args)
     else:
-        loss, iou, flags = _BoxLossTriton.apply(p, t, *args)
+        loss, iou, flag = _BoxLossTriton.apply(p, t, *args)
     ok = None
     if validate:
-        ok = (flags == 0).all()
-        if host_value_checks(input, target):
-            ok = bool(ok)
+        # the flag itself is the assert's operand (nonzero = valid): no reduction op
+        ok = bool(flag) if host_value_checks(input, target) else flag
     return loss.reshape(batch), (iou.reshape(batch) if want_iou else None), ok

@@ -126,13 +126,20 @@ def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles
 
 
 @triton.jit
-def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, coef_ptr, dx_ptr, C, S, ignore_index,
+def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, gtp_ptr, gsp_ptr, gsq_ptr, gce_ptr, dx_ptr, C, S, ignore_index,
+                        s_tp_n, s_tp_c, s_sp_n, s_sp_c, s_sq_n, s_sq_c, s_ce,
                         C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, ACT: tl.constexpr, OFFSET: tl.constexpr,
                         HAS_IGNORE: tl.constexpr, SQUARED: tl.constexpr, CE: tl.constexpr,
-                        HAS_W: tl.constexpr):
+                        HAS_W: tl.constexpr, HAS_GTP: tl.constexpr, HAS_GSP: tl.constexpr,
+                        ACC64: tl.constexpr):
+    # the upstream gradients of tp, sp, sq ((N, C), any strides: an expanded mean's gradient is
+    # read in place) and ce ((N,)) are read directly; an absent one (None: not used) is zero
     n = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1)
-    acc_dtype = coef_ptr.dtype.element_ty
+    if ACC64:
+        acc_dtype = tl.float64
+    else:
+        acc_dtype = tl.float32
     cs = tl.arange(0, C_PAD)
     cm = cs < C
     offs = j.to(tl.int64) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -149,12 +156,18 @@ def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, coef_ptr, dx_ptr, C, S, ignore_inde
     x = tl.load(x_ptr + ptrs, mask=cm2, other=0.0).to(acc_dtype)
     p, lse = _probs(x, cm[:, None], ACT)
     hit = t[None, :] == (cs[:, None] + OFFSET)
-    cbase = coef_ptr + n * 4 * C_PAD + cs
-    g_tp = tl.load(cbase)
-    g_sp = tl.load(cbase + C_PAD)
+    csl = cs.to(tl.int64)
+    if HAS_GTP:
+        g_tp = tl.load(gtp_ptr + n * s_tp_n + csl * s_tp_c, mask=cm, other=0.0).to(acc_dtype)
+    else:
+        g_tp = tl.zeros([C_PAD], dtype=acc_dtype)
+    if HAS_GSP:
+        g_sp = tl.load(gsp_ptr + n * s_sp_n + csl * s_sp_c, mask=cm, other=0.0).to(acc_dtype)
+    else:
+        g_sp = tl.zeros([C_PAD], dtype=acc_dtype)
     G = g_sp[:, None] + tl.where(hit, g_tp[:, None], 0.0)
     if SQUARED:
-        g_sq = tl.load(cbase + 2 * C_PAD)
+        g_sq = tl.load(gsq_ptr + n * s_sq_n + csl * s_sq_c, mask=cm, other=0.0).to(acc_dtype)
         G += 2.0 * p * g_sq[:, None]
     G = G * mf[None, :]
     if ACT == 1:
@@ -165,7 +178,7 @@ def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, coef_ptr, dx_ptr, C, S, ignore_inde
     else:
         dx = G
     if CE:
-        g_ce = tl.load(coef_ptr + n * 4 * C_PAD + 3 * C_PAD)
+        g_ce = tl.load(gce_ptr + n * s_ce).to(acc_dtype)
         if ACT == 1 and HAS_W:
             tw = tl.minimum(tl.maximum(t, 0), C - 1)
             wt = tl.load(w_ptr + tw, mask=sm, other=0.0).to(acc_dtype) * mf
@@ -217,35 +230,34 @@ def _fwd(x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, sq
     return sums[:, 0, :c], sums[:, 1, :c], sums[:, 2, :c], sums[:, 3, :c], sums[:, 4, 0], sums[:, 5, 0]
 
 
-def _bwd(x, t, w, coef, ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool, want_ce: bool):
+def _strides2(g):
+    return (g.stride(0), g.stride(1)) if g is not None else (0, 0)
+
+
+def _bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, ignore_index: int, has_ignore: bool, act: int, offset: int,
+         squared: bool, want_ce: bool):
+    """``dx`` from the upstream gradients of ``tp``, ``sp`` (``(N, C)``), ``sq`` (``(N, C)``, read
+    only when ``squared``) and ``ce`` (``(N,)``, only when ``want_ce``); ``None`` means zero (the
+    output was not used), as does a skipped ``sq``/``ce``."""
     n, c, s = x.shape
     dx = torch.empty_like(x)
+    g_sq = g_sq if squared else None
+    g_ce = g_ce if want_ce else None
     if n and s:
         c_pad, block_s = _meta(c)
-        _overlap_bwd_kernel[(n, triton.cdiv(s, block_s))](x, t, w if w is not None else x, coef, dx, c, s,
-                                                          ignore_index, C_PAD=c_pad, BLOCK_S=block_s,
-                                                          num_warps=_WARPS,
-                                                          **_flags(act, ignore_index, has_ignore, squared,
-                                                                   want_ce, w is not None, offset))
+        flags = _flags(act, ignore_index, has_ignore, g_sq is not None, g_ce is not None, w is not None, offset)
+        _overlap_bwd_kernel[(n, triton.cdiv(s, block_s))](
+            x, t, w if w is not None else x,
+            *(g if g is not None else x for g in (g_tp, g_sp, g_sq, g_ce)), dx, c, s, ignore_index,
+            *_strides2(g_tp), *_strides2(g_sp), *_strides2(g_sq), (g_ce.stride(0) if g_ce is not None else 0),
+            C_PAD=c_pad, BLOCK_S=block_s, HAS_GTP=g_tp is not None, HAS_GSP=g_sp is not None,
+            ACC64=x.dtype == torch.float64, num_warps=_WARPS, **flags)
     return dx
 
 
-def _coef(x, g_tp, g_sp, g_sq, g_ce):
-    """The (N, 4, C_PAD) block of upstream gradients the backward kernel reads."""
-    n, c, _ = x.shape
-    c_pad, _ = _meta(c)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    coef = torch.zeros((n, 4, c_pad), device=x.device, dtype=acc)
-    coef[:, 0, :c] = g_tp
-    coef[:, 1, :c] = g_sp
-    if g_sq is not None:
-        coef[:, 2, :c] = g_sq
-    if g_ce is not None:
-        coef[:, 3, :] = g_ce.unsqueeze(-1)
-    return coef
-
-
 class _OverlapTriton(torch.autograd.Function):
+    """Eager autograd of the launchers (no custom-op dispatch; see ``_softmax_ce_triton._EagerCE``)."""
+
     @staticmethod
     def forward(ctx, x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool,
                 want_ce: bool):
@@ -253,14 +265,16 @@ class _OverlapTriton(torch.autograd.Function):
         ctx.save_for_backward(x, t, w)
         ctx.args = (ignore_index, has_ignore, act, offset, squared, want_ce)
         ctx.mark_non_differentiable(out[2], out[5])
+        # unused outputs get no zero-filled gradient tensors: the kernel treats None as zero
+        ctx.set_materialize_grads(False)
         return out
 
     @staticmethod
     def backward(ctx, g_tp, g_sp, _g_sy, g_sq, g_ce, _g_nm):
+        if g_tp is None and g_sp is None and g_sq is None and g_ce is None:
+            return (None,) * 9
         x, t, w = ctx.saved_tensors
-        args = ctx.args
-        coef = _coef(x, g_tp, g_sp, g_sq if args[4] else None, g_ce if args[5] else None)
-        return (_bwd(x, t, w, coef, *args),) + (None,) * 8
+        return (_bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, *ctx.args),) + (None,) * 8
 
 
 # Under torch.compile the launches run as opaque custom ops with the same backward.
@@ -279,14 +293,14 @@ def _(x, t, w, ignore_index, has_ignore, act, offset, squared, want_ce):
 
 
 @torch.library.custom_op("tailwise::overlap_index_bwd", mutates_args=())
-def _overlap_bwd_op(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, coef: torch.Tensor,
-                    ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool,
-                    want_ce: bool) -> torch.Tensor:
-    return _bwd(x, t, w, coef, ignore_index, has_ignore, act, offset, squared, want_ce)
+def _overlap_bwd_op(x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, g_tp: torch.Tensor,
+                    g_sp: torch.Tensor, g_sq: torch.Tensor, g_ce: torch.Tensor, ignore_index: int,
+                    has_ignore: bool, act: int, offset: int, squared: bool, want_ce: bool) -> torch.Tensor:
+    return _bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, ignore_index, has_ignore, act, offset, squared, want_ce)
 
 
 @_overlap_bwd_op.register_fake
-def _(x, t, w, coef, ignore_index, has_ignore, act, offset, squared, want_ce):
+def _(x, t, w, g_tp, g_sp, g_sq, g_ce, ignore_index, has_ignore, act, offset, squared, want_ce):
     return torch.empty_like(x)
 
 
@@ -299,9 +313,8 @@ def _setup(ctx, inputs, output):
 
 def _op_backward(ctx, g_tp, g_sp, _g_sy, g_sq, g_ce, _g_nm):
     x, t, w = ctx.saved_tensors
-    args = ctx.args
-    coef = _coef(x, g_tp, g_sp, g_sq if args[4] else None, g_ce if args[5] else None)
-    return (_overlap_bwd_op(x, t, w, coef, *args),) + (None,) * 8
+    # (materialised gradients: the custom op takes tensors, zeros where an output was unused)
+    return (_overlap_bwd_op(x, t, w, g_tp, g_sp, g_sq, g_ce, *ctx.args),) + (None,) * 8
 
 
 _overlap_fwd_op.register_autograd(_op_backward, setup_context=_setup)

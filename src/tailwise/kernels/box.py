@@ -5,13 +5,14 @@ One op serves ``iou`` (linear), ``iou_log`` (UnitBox), ``giou``, ``diou``, ``cio
 backend::
 
     box_loss(input, target, kind, box_format, eps, validate, lambda_, want_iou)
-        -> (loss (...), iou (...) or None, ok: bool, 0-d bool tensor or None)
+        -> (loss (...), iou (...) or None, ok: bool, one-element tensor or None)
 
 ``input``/``target`` are ``(..., 4)`` boxes in ``box_format`` (converted inside the op), ``ok``
 is ``None`` when ``validate`` is false, else true when every box is finite and not inverted: a
 Python bool where values may be read on the host
 (:func:`tailwise._validation.host_value_checks`: eager CPU, or the full validation mode), else a
-0-d device tensor that the caller must not read (it becomes a device-side assert). The caller decides what to do with it (exact ``ValueError`` on the host
+one-element device tensor, nonzero when valid (a bool from the torch path, the kernel's int32
+flag from the Triton path), that the caller must not read (it becomes a device-side assert). The caller decides what to do with it (exact ``ValueError`` on the host
 for eager CPU tensors, a device-side assert on CUDA; see :mod:`tailwise.boxes._fused`), so no
 backend reads a value on the host.
 
