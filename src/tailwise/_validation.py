@@ -298,10 +298,17 @@ def check_class_counts(class_counts, num_classes: Optional[int] = None, *, name:
             # traced: the sequence is a compile-time constant of the graph
             class_counts = torch.as_tensor(class_counts, dtype=torch.float64, device=device)
         return _validated_counts(class_counts, num_classes, name, allow_zero, device)
+    if device is None:
+        # no device asked for: a module's constructor (it registers the result as a buffer that
+        # load_state_dict overwrites in place) or a weight helper. A private tensor, never one
+        # shared through the cache (a tensor argument is converted as before: possibly its alias)
+        if on_device:
+            return _validated_counts(class_counts, num_classes, name, allow_zero, None)
+        return cached_on_device(class_counts, None, ("counts", num_classes, allow_zero, name),
+                                lambda c: _validated_counts(c, num_classes, name, allow_zero, None)).clone()
     if on_device:
-        where = class_counts.device
-        return cached_on_device(class_counts, where, ("counts", num_classes, allow_zero, name),
-                                lambda c: _validated_counts(c, num_classes, name, allow_zero, where))
+        return cached_on_device(class_counts, device, ("counts", num_classes, allow_zero, name),
+                                lambda c: _validated_counts(c, num_classes, name, allow_zero, device))
     return cached_on_device(class_counts, device, ("counts", num_classes, allow_zero, name),
                             lambda c: _validated_counts(c, num_classes, name, allow_zero, None))
 

@@ -80,7 +80,8 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
     gamma = check_nonnegative(gamma, "gamma")
     C = input.shape[1]
     op = {"softmax": "softmax_ce", "sigmoid": "bal_bce", "focal": "sigmoid_focal"}[loss_type]
-    if not (uses_kernel(input) if op == "softmax_ce" else _sig.uses_kernel(op, input)):
+    kernel = uses_kernel(input) if op == "softmax_ce" else _sig.uses_kernel(op, input)
+    if not kernel:
         input = upcast(input)  # 16-bit logits stay 16-bit only for a kernel that reads them
     cdt = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
     beta = check_probability(beta, "beta", open_high=True)
@@ -92,7 +93,7 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
         check_index_target(input, target, ignore_index=ignore_index, values=not in_kernel)
         target = target.long()
         valid = target != ignore_index
-        if uses_kernel(input):
+        if kernel:
             # the kernel weighs each row by its class weight (CE's w_y: the same products, so the
             # same bits as multiplying afterwards) and skips the gather
             loss = softmax_cross_entropy(input, target, class_weight=cb, ignore_index=ignore_index,

@@ -39,7 +39,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._dispatch import triton_interpreter
-from .contrastive_lse import _class_ids, _rows_torch, dot_precision, feature_dtype
+from .contrastive_lse import _class_ids, _contrast_ids, _rows_torch, dot_precision, feature_dtype
 
 if triton_interpreter():
     from ._triton_compat import patch_interpreter_index
@@ -445,6 +445,43 @@ def _backward_formula(ctx, g_lse, g_dot, g_cnt):
 torch.library.register_autograd("tailwise::contrastive_rows_fwd", _backward_formula, setup_context=_setup_context)
 
 
+class _EagerRows(torch.autograd.Function):
+    """The custom op's autograd without the custom op, for eager calls: ``torch.library``
+    dispatch costs host time per forward and per backward (see ``_softmax_ce_triton._EagerCE``);
+    ``torch.compile`` still sees the opaque custom op (:func:`contrastive_rows` picks it while
+    tracing). Same launches, same saved tensors, same backward formula."""
+
+    @staticmethod
+    def forward(ctx, anchors, contrast, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight, scale, positives,
+                symmetric):
+        lse, pdot, pcnt = _forward(anchors, contrast, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight,
+                                   scale, positives)
+        ctx.save_for_backward(anchors, contrast, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight, lse)
+        ctx.scale, ctx.positives, ctx.symmetric = scale, positives, symmetric
+        ctx.mark_non_differentiable(pcnt)
+        # no zero tensors for gradients that never come (pcnt; pdot without positives)
+        ctx.set_materialize_grads(False)
+        return lse, pdot, pcnt
+
+    @staticmethod
+    def backward(ctx, g_lse, g_dot, _g_cnt):
+        anchors, contrast, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight, lse = ctx.saved_tensors
+        symmetric = ctx.symmetric
+        need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if g_lse is None and g_dot is None:
+            return (None,) * 11
+        if g_lse is None:
+            g_lse = torch.zeros_like(lse)
+        if not ctx.positives or g_dot is None or g_dot.numel() == 0:
+            g_dot = None
+        da, dc = _backward(anchors, contrast, self_idx, a_lab, c_lab, col_bias, same_bias, pos_weight, lse,
+                           g_lse.contiguous(), None if g_dot is None else g_dot.contiguous(), ctx.scale,
+                           symmetric, need_a, need_c)
+        if symmetric:  # the one tensor was passed as both arguments: its whole gradient once
+            return (da,) + (None,) * 10
+        return ((da if need_a else None), (dc if need_c else None)) + (None,) * 9
+
+
 def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: Optional[Tensor] = None,
                      a_lab: Optional[Tensor] = None, c_lab: Optional[Tensor] = None,
                      col_bias: Optional[Tensor] = None, same_bias: Optional[Tensor] = None,
@@ -476,13 +513,22 @@ def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: 
     sidx = None if self_idx is None else self_idx.reshape(m, ks).to(torch.int32).contiguous()
     if a_lab is not None and c_lab is not None:
         # compact int32 class ids (same equalities): int64 label tiles would cost registers in every tile
-        a_lab, c_lab, _ = _class_ids(a_lab.long(), c_lab.long())
-        a_lab, c_lab = a_lab.to(torch.int32).contiguous(), c_lab.to(torch.int32).contiguous()
+        if symmetric:
+            # the anchors are the contrast rows, so are their labels (the symmetric backward reads
+            # the anchor labels of contrast rows already): one compaction, no searchsorted
+            c_lab = _contrast_ids(c_lab.long()).to(torch.int32)
+            a_lab = c_lab
+        else:
+            a_lab, c_lab, _ = _class_ids(a_lab.long(), c_lab.long())
+            a_lab, c_lab = a_lab.to(torch.int32).contiguous(), c_lab.to(torch.int32).contiguous()
     elif a_lab is not None or c_lab is not None:
         raise ValueError("contrastive_rows: pass both a_lab and c_lab, or neither")
-    lse, pdot, pcnt = _fwd_op(a, c, sidx, a_lab, c_lab, _opt(col_bias, torch.float32),
-                              _opt(same_bias, torch.float32), _opt(pos_weight, torch.float32), float(scale),
-                              bool(positives), symmetric)
+    args = (a, c, sidx, a_lab, c_lab, _opt(col_bias, torch.float32), _opt(same_bias, torch.float32),
+            _opt(pos_weight, torch.float32), float(scale), bool(positives), symmetric)
+    if torch.compiler.is_compiling():
+        lse, pdot, pcnt = _fwd_op(*args)
+    else:
+        lse, pdot, pcnt = _EagerRows.apply(*args)
     lse = lse.to(anchors.dtype)
     if not positives:
         return lse, None, None

@@ -260,16 +260,23 @@ def _class_ids(a_lab: Tensor, c_lab: Tensor) -> Tuple[Tensor, Tensor, int]:
         uniq, inv = torch.unique(torch.cat([a_lab, c_lab]), return_inverse=True)
         return inv[:a_lab.shape[0]], inv[a_lab.shape[0]:], uniq.shape[0]
     l = c_lab.shape[0]
-    srt, order = torch.sort(c_lab)
-    new = torch.ones_like(srt, dtype=torch.bool)
-    new[1:] = srt[1:] != srt[:-1]
-    gid_sorted = torch.cumsum(new, 0) - 1
-    c_cls = torch.empty_like(gid_sorted).scatter_(0, order, gid_sorted)
+    c_cls, srt, gid_sorted = _contrast_ids(c_lab, full=True)
     if l == 0:
         return a_lab.new_zeros(a_lab.shape), c_cls, 1
     pos = torch.searchsorted(srt, a_lab).clamp_max(l - 1)
     a_cls = torch.where(srt[pos] == a_lab, gid_sorted[pos], torch.full_like(pos, l))
     return a_cls, c_cls, l + 1
+
+
+def _contrast_ids(c_lab: Tensor, full: bool = False):
+    """Compact ids of ``c_lab`` (equal labels, equal ids; fixed shapes, no host sync): a sort, a
+    run-start cumsum and a scatter back. ``full`` also returns the sorted labels and their ids."""
+    srt, order = torch.sort(c_lab)
+    new = torch.ones_like(srt, dtype=torch.bool)
+    new[1:] = srt[1:] != srt[:-1]
+    gid_sorted = torch.cumsum(new, 0) - 1
+    c_cls = torch.empty_like(gid_sorted).scatter_(0, order, gid_sorted)
+    return (c_cls, srt, gid_sorted) if full else c_cls
 
 
 def positive_stats(anchors: Tensor, a_lab: Tensor, contrast: Tensor, c_lab: Tensor, *,

@@ -188,7 +188,7 @@ def softmax_cross_entropy(input: Tensor, target: Tensor, offset: Optional[Tensor
 def kernel_checks_targets(input: Tensor, target: Tensor) -> bool:
     """True when :func:`softmax_cross_entropy` should be given ``validate=True`` instead of a
     separate target range check: its Triton kernel runs and values may not be read on the host."""
-    return uses_kernel(input) and not host_value_checks(input, target)
+    return not host_value_checks(input, target) and uses_kernel(input)
 
 
 def uses_kernel(input: Tensor) -> bool:
