@@ -8,6 +8,8 @@ equal the torch path's.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -157,3 +159,41 @@ def test_box_front_end_dispatches_no_reduction_for_the_check():
     ops = _ops_of_a_step(tailwise.build_loss("giou"), p, t)
     assert "all" not in ops and "eq" not in ops and "zeros" not in ops, ops
     assert ops.count("_assert_async") == 1, ops
+
+
+@pytest.mark.parametrize("mode,c,bad", [("multiclass", 4, 4), ("multiclass", 4, -2), ("binary", 1, 2)])
+@pytest.mark.parametrize("ignore_index", [None, 255])
+def test_overlap_kernel_checks_the_target_range(mode, c, bad, ignore_index):
+    """Op ``overlap_index`` with ``validate=True``: the forward kernel checks the targets it reads
+    (for a front-end that checks only their type); the statistics are those of the plain op."""
+    from tailwise.kernels import dispatch
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, c, 37, generator=g)
+    t = torch.randint(0, 2 if mode == "binary" else c, (2, 37), generator=g)
+    if ignore_index is not None:
+        t[0, ::5] = ignore_index
+
+    def stats(tt, be, device_paths, validate):
+        a = x.clone().requires_grad_(True)
+        with backend(be):
+            ctx = _device_paths() if device_paths else contextlib.nullcontext()
+            with ctx:
+                out = dispatch("overlap_index", a, tt, ignore_index, mode, True, True, True, None,
+                               validate=validate)
+        (out[0].sum() + 2 * out[1].sum() + out[3].sum() + out[5].sum()).backward()
+        return [o.detach() for o in out if o is not None], a.grad
+
+    want, want_g = stats(t, "torch", False, False)
+    got, got_g = stats(t, "triton", True, True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_g, want_g, rtol=1e-4, atol=1e-5)
+    tb = t.clone()
+    tb[1, 7] = bad
+    hi = 1 if mode == "binary" else c - 1
+    with pytest.raises(RuntimeError, match=rf"target must be class indices in \[0, {hi}\]"):
+        stats(tb, "triton", True, True)
+    with pytest.raises(ValueError, match=rf"got {bad}"):
+        stats(tb, "triton", False, True)
+    with pytest.raises((RuntimeError, ValueError), match=r"class indices"):
+        stats(tb, "torch", True, True)

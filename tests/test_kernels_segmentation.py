@@ -218,7 +218,7 @@ def test_kernels_compile_for_hopper():
     common = {"x_ptr": "*fp32", "t_ptr": "*i64", "w_ptr": "*fp32", "C": "i32", "S": "i32", "ignore_index": "i32",
               "C_PAD": "constexpr", "BLOCK_S": "constexpr", "ACT": "constexpr", "OFFSET": "constexpr",
               "HAS_IGNORE": "constexpr", "SQUARED": "constexpr", "CE": "constexpr", "HAS_W": "constexpr"}
-    fwd = dict(common, part_ptr="*fp32", tiles_per_prog="i32")
+    fwd = dict(common, part_ptr="*fp32", flag_ptr="*i32", tiles_per_prog="i32", CHECK="constexpr")
     bwd = dict(common, gtp_ptr="*fp32", gsp_ptr="*fp32", gsq_ptr="*fp32", gce_ptr="*fp32", dx_ptr="*fp32",
                s_tp_n="i64", s_tp_c="i64", s_sp_n="i64", s_sp_c="i64", s_sq_n="i64", s_sq_c="i64", s_ce="i64",
                HAS_GTP="constexpr", HAS_GSP="constexpr", ACC64="constexpr")
@@ -227,8 +227,11 @@ def test_kernels_compile_for_hopper():
         consts = dict(C_PAD=c_pad, BLOCK_S=block_s, ACT=act, OFFSET=offset, HAS_IGNORE=True, SQUARED=True,
                       CE=True, HAS_W=act == 1)
         for fn, sig in ((K._overlap_fwd_kernel, fwd), (K._overlap_bwd_kernel, bwd)):
+            if fn is K._overlap_fwd_kernel:
+                consts = dict(consts, CHECK=True)
             if fn is K._overlap_bwd_kernel:
                 consts = dict(consts, HAS_GTP=True, HAS_GSP=True, ACC64=False)
+                consts.pop("CHECK", None)
             sig = {name: sig[name] for name in fn.arg_names}
             tcompile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 32),
                      options={"num_warps": K._WARPS})

@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._validation import assert_values, check_class_indices, host_value_checks
+
 __all__ = ["overlap_index_triton"]
 
 _ACT_NONE, _ACT_SOFTMAX, _ACT_SIGMOID = 0, 1, 2
@@ -60,10 +62,10 @@ def _probs(x, cmask, ACT: tl.constexpr):
 
 
 @triton.jit
-def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles_per_prog,
+def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, flag_ptr, C, S, ignore_index, tiles_per_prog,
                         C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, ACT: tl.constexpr, OFFSET: tl.constexpr,
                         HAS_IGNORE: tl.constexpr, SQUARED: tl.constexpr, CE: tl.constexpr,
-                        HAS_W: tl.constexpr):
+                        HAS_W: tl.constexpr, CHECK: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1)
     acc_dtype = part_ptr.dtype.element_ty
@@ -85,9 +87,17 @@ def _overlap_fwd_kernel(x_ptr, t_ptr, w_ptr, part_ptr, C, S, ignore_index, tiles
         t = tl.load(t_base + offs, mask=sm, other=0)
         if HAS_IGNORE:
             keep = t != ignore_index
+            if CHECK:
+                # a target outside [0, C + OFFSET) (binary: {0, 1}) clears the validity flag; it
+                # matches no class below, so nothing out of range is read
+                nbad = tl.sum(tl.where(sm & keep & ((t < 0) | (t >= C + OFFSET)), 1, 0), axis=0)
+                tl.store(flag_ptr, 0, mask=nbad > 0)
             t = tl.where(keep, t, 0)
             mf = keep.to(acc_dtype)
         else:
+            if CHECK:
+                nbad = tl.sum(tl.where(sm & ((t < 0) | (t >= C + OFFSET)), 1, 0), axis=0)
+                tl.store(flag_ptr, 0, mask=nbad > 0)
             mf = tl.full([BLOCK_S], 1.0, acc_dtype)
         cm2 = cm[:, None] & sm[None, :]
         x = tl.load(x_base + rows + offs[None, :], mask=cm2, other=0.0).to(acc_dtype)
@@ -209,7 +219,10 @@ def _flags(act: int, ignore_index: int, has_ignore: bool, squared: bool, want_ce
     return dict(ACT=act, OFFSET=offset, HAS_IGNORE=has_ignore, SQUARED=squared, CE=want_ce, HAS_W=has_w)
 
 
-def _fwd(x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool, want_ce: bool):
+def _fwd(x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool, want_ce: bool,
+         flag=None):
+    """The statistics (views of one small tensor); with ``flag`` (int32 ``(1,)`` holding 1) the
+    kernel also clears it when a target is out of range."""
     n, c, s = x.shape
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     c_pad, block_s = _meta(c)
@@ -221,8 +234,9 @@ def _fwd(x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, sq
         per = triton.cdiv(tiles, progs)
         progs = triton.cdiv(tiles, per)
         part = torch.empty((n, progs, 6, c_pad), device=x.device, dtype=acc)
-        _overlap_fwd_kernel[(n, progs)](x, t, w if w is not None else x, part, c, s, ignore_index, per,
-                                        C_PAD=c_pad, BLOCK_S=block_s, num_warps=_WARPS,
+        _overlap_fwd_kernel[(n, progs)](x, t, w if w is not None else x, part, flag if flag is not None else part,
+                                        c, s, ignore_index, per, C_PAD=c_pad, BLOCK_S=block_s, num_warps=_WARPS,
+                                        CHECK=flag is not None,
                                         **_flags(act, ignore_index, has_ignore, squared, want_ce, w is not None, offset))
         sums = part.sum(1)
     sums = sums.to(x.dtype)
@@ -260,8 +274,9 @@ class _OverlapTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, squared: bool,
-                want_ce: bool):
-        out = _fwd(x, t, w, ignore_index, has_ignore, act, offset, squared, want_ce)
+                want_ce: bool, flag=None):
+        # flag: written by the kernel (not differentiable, not saved)
+        out = _fwd(x, t, w, ignore_index, has_ignore, act, offset, squared, want_ce, flag)
         ctx.save_for_backward(x, t, w)
         ctx.args = (ignore_index, has_ignore, act, offset, squared, want_ce)
         ctx.mark_non_differentiable(out[2], out[5])
@@ -272,9 +287,9 @@ class _OverlapTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_tp, g_sp, _g_sy, g_sq, g_ce, _g_nm):
         if g_tp is None and g_sp is None and g_sq is None and g_ce is None:
-            return (None,) * 9
+            return (None,) * 10
         x, t, w = ctx.saved_tensors
-        return (_bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, *ctx.args),) + (None,) * 8
+        return (_bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, *ctx.args),) + (None,) * 9
 
 
 # Under torch.compile the launches run as opaque custom ops with the same backward.
@@ -320,8 +335,20 @@ def _op_backward(ctx, g_tp, g_sp, _g_sy, g_sq, g_ce, _g_nm):
 _overlap_fwd_op.register_autograd(_op_backward, setup_context=_setup)
 
 
-def overlap_index_triton(x, t, ignore_index, mode, from_logits, squared, want_ce=False, ce_weight=None):
-    """Triton implementation of op ``"overlap_index"``: same contract as ``overlap_index_torch``."""
+def overlap_index_triton(x, t, ignore_index, mode, from_logits, squared, want_ce=False, ce_weight=None,
+                         validate=False):
+    """Triton implementation of op ``"overlap_index"``: same contract as ``overlap_index_torch``.
+
+    ``validate``: the target range check, done by the forward kernel as it reads the targets and
+    turned into one device-side assert (the exact host check where values may be read on the
+    host; the torch form while ``torch.compile`` traces).
+    """
+    flag = None
+    if validate:
+        if host_value_checks(x, t) or torch.compiler.is_compiling():
+            check_class_indices(t, 2 if mode == "binary" else x.shape[1], "target", ignore_index=ignore_index)
+        else:
+            flag = torch.ones(1, dtype=torch.int32, device=x.device)
     x = x.contiguous()
     t = t.contiguous()
     if t.dtype == torch.bool:
@@ -338,7 +365,10 @@ def overlap_index_triton(x, t, ignore_index, mode, from_logits, squared, want_ce
     if torch.compiler.is_compiling():
         tp, sp, sy, sq, ce_sum, ce_norm = _overlap_fwd_op(*args)
     else:
-        tp, sp, sy, sq, ce_sum, ce_norm = _OverlapTriton.apply(*args)
+        tp, sp, sy, sq, ce_sum, ce_norm = _OverlapTriton.apply(*args, flag)
+    if flag is not None:
+        extra = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+        assert_values(flag, f"target must be class indices in [0, {1 if mode == 'binary' else x.shape[1] - 1}]{extra}")
     if not squared:
         sq = None
     if not want_ce:

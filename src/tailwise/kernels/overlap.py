@@ -14,6 +14,9 @@ non-ignored pixels, ``p`` the probabilities and ``y`` the one-hot target (never 
     tp = sum_l m p y    sp = sum_l m p    sy = sum_l m y    sq = sum_l m p^2 (squared only)
 
 each ``(N, C)``; ``sy2`` is ``sum m y^2`` (= ``sy`` for hard targets) when ``squared``. With
+``validate=True`` (keyword) makes the op check the target range that the caller checked only
+for its type (``check_class_indices(..., values=False)``): the Triton kernel does it while it
+reads the targets (one device-side assert instead of a separate ~9-op check). With
 ``want_ce`` the op also returns the per-image cross-entropy sums of ``dice_ce``:
 ``ce_sum[n] = -sum_l w_l log p_{y_l}`` (softmax CE; binary: BCE with logits) and
 ``ce_norm[n] = sum_l w_l`` with ``w_l = m_l ce_weight[y_l]`` (softmax) or ``m_l`` (binary).
@@ -39,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._validation import host_value_checks
+from .._validation import check_class_indices, host_value_checks
 from ._dispatch import register_op
 
 __all__ = ["overlap_index_torch", "index_ce_sums", "MODES"]
@@ -110,9 +113,15 @@ def index_ce_sums(x: Tensor, t: Tensor, mode: str, class_weight: Optional[Tensor
 
 
 def overlap_index_torch(x: Tensor, t: Tensor, ignore_index: Optional[int], mode: str, from_logits: bool,
-                        squared: bool, want_ce: bool = False, ce_weight: Optional[Tensor] = None):
-    """The reference implementation of op ``"overlap_index"`` (see the module docstring)."""
+                        squared: bool, want_ce: bool = False, ce_weight: Optional[Tensor] = None,
+                        validate: bool = False):
+    """The reference implementation of op ``"overlap_index"`` (see the module docstring).
+
+    ``validate``: check the target range here (``check_class_indices``), for a caller that
+    left it to the op (the Triton kernel checks it while reading the targets)."""
     n, c, _ = x.shape
+    if validate:
+        check_class_indices(t, 2 if mode == "binary" else c, "target", ignore_index=ignore_index)
     t_raw = t
     mask = None
     if ignore_index is not None:
