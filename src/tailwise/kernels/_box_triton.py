@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .._validation import host_value_checks
+from ._host import cdiv
 
 __all__ = ["box_loss_triton"]
 
@@ -317,7 +318,7 @@ def _fwd(p: torch.Tensor, t: torch.Tensor, kind: int, fmt: int, eps: float, lam:
     iou = torch.empty(n, device=p.device, dtype=p.dtype) if want_iou else None
     flag = torch.ones(1, device=p.device, dtype=torch.int32) if validate else None
     if n:
-        _box_fwd_kernel[(triton.cdiv(n, _BLOCK),)](p, t, loss, iou if want_iou else loss,
+        _box_fwd_kernel[(cdiv(n, _BLOCK),)](p, t, loss, iou if want_iou else loss,
                                                    flag if validate else loss, n,
                                                    eps, lam, KIND=kind, FMT=fmt, WANT_IOU=want_iou,
                                                    VALIDATE=validate, BLOCK=_BLOCK, num_warps=_WARPS)
@@ -331,7 +332,7 @@ def _bwd(p: torch.Tensor, t: torch.Tensor, grad: torch.Tensor, kind: int, fmt: i
     gp = torch.empty_like(p) if need_p else None
     gt = torch.empty_like(t) if need_t else None
     if n and (need_p or need_t):
-        _box_bwd_kernel[(triton.cdiv(n, _BLOCK),)](p, t, grad.contiguous(), gp if need_p else p,
+        _box_bwd_kernel[(cdiv(n, _BLOCK),)](p, t, grad.contiguous(), gp if need_p else p,
                                                    gt if need_t else t, n, eps, lam, KIND=kind, FMT=fmt,
                                                    NEED_P=need_p, NEED_T=need_t, BLOCK=_BLOCK,
                                                    num_warps=_WARPS)

@@ -39,6 +39,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ._dispatch import triton_interpreter
+from ._host import cdiv, next_pow2
 from .contrastive_lse import _class_ids, _contrast_ids, _rows_torch, dot_precision, feature_dtype
 
 if triton_interpreter():
@@ -302,7 +303,7 @@ def _config(kind: str, m: int, block_d: int, dtype: torch.dtype, prec: str, devi
         # the largest block that keeps at least half the SMs busy (short grids: the MoCo queries,
         # N=4096 SupCon), never below 32
         bm = largest
-        while bm > 32 and 2 * triton.cdiv(m, bm) < sms:
+        while bm > 32 and 2 * cdiv(m, bm) < sms:
             bm //= 2
         return bm
 
@@ -332,12 +333,12 @@ def _forward(a: Tensor, c: Tensor, self_idx: Optional[Tensor], a_lab: Optional[T
     # the kernel writes every row: no memset
     pdot = torch.empty(m if positives else 0, device=a.device, dtype=torch.float32)
     pcnt = torch.empty(m if positives else 0, device=a.device, dtype=torch.float32)
-    block_d = max(16, triton.next_power_of_2(d))
+    block_d = max(16, next_pow2(d))
     prec = dot_precision(a.dtype)
     bm, bn, warps, stages = _config("fwd", m, block_d, a.dtype, prec, a.device)
     ks = 0 if self_idx is None else self_idx.shape[1]
     dummy = lse
-    _rows_fwd[(triton.cdiv(m, bm),)](
+    _rows_fwd[(cdiv(m, bm),)](
         a, c, dummy if self_idx is None else self_idx, dummy if a_lab is None else a_lab,
         dummy if c_lab is None else c_lab, dummy if col_bias is None else col_bias,
         dummy if same_bias is None else same_bias, dummy if pos_weight is None else pos_weight,
@@ -354,7 +355,7 @@ def _backward(a: Tensor, c: Tensor, self_idx, a_lab, c_lab, col_bias, same_bias,
               ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     m, d = a.shape
     l = c.shape[0]
-    block_d = max(16, triton.next_power_of_2(d))
+    block_d = max(16, next_pow2(d))
     ks = 0 if self_idx is None else self_idx.shape[1]
     dummy = lse
     prec = dot_precision(a.dtype)
@@ -368,13 +369,13 @@ def _backward(a: Tensor, c: Tensor, self_idx, a_lab, c_lab, col_bias, same_bias,
     if symmetric or need_a:
         da = torch.empty_like(a)
         bm, bn, warps, stages = _config("bwd", m, block_d, a.dtype, prec, a.device)
-        _rows_bwd_anchor[(triton.cdiv(m, bm),)](
+        _rows_bwd_anchor[(cdiv(m, bm),)](
             a, c, *common, da, m, l, d, a.stride(0), c.stride(0), da.stride(0), scale * _LOG2E, scale,
             SYM=symmetric, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)
     if need_c and not symmetric:
         dc = torch.empty_like(c)
         bn, bm, warps, stages = _config("bwd", l, block_d, a.dtype, prec, a.device)
-        _rows_bwd_contrast[(triton.cdiv(l, bn),)](
+        _rows_bwd_contrast[(cdiv(l, bn),)](
             a, c, *common, dc, m, l, d, a.stride(0), c.stride(0), dc.stride(0), scale * _LOG2E, scale,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages, **flags)
     return da, dc

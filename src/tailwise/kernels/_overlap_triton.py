@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .._validation import assert_values, check_class_indices, host_value_checks
+from ._host import cdiv, next_pow2
 
 __all__ = ["overlap_index_triton"]
 
@@ -200,7 +201,7 @@ def _overlap_bwd_kernel(x_ptr, t_ptr, w_ptr, gtp_ptr, gsp_ptr, gsq_ptr, gce_ptr,
 
 # ----------------------------------------------------------------------------- launchers
 def _meta(c: int):
-    c_pad = triton.next_power_of_2(max(c, 1))
+    c_pad = next_pow2(max(c, 1))
     block_s = max(16, min(1024, _TILE // c_pad))
     return c_pad, block_s
 
@@ -226,13 +227,13 @@ def _fwd(x, t, w, ignore_index: int, has_ignore: bool, act: int, offset: int, sq
     n, c, s = x.shape
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     c_pad, block_s = _meta(c)
-    tiles = triton.cdiv(s, block_s)
+    tiles = cdiv(s, block_s)
     if n == 0 or s == 0:
         sums = x.new_zeros((n, 6, c_pad), dtype=acc)
     else:
         progs = _programs_per_image(x.device, n, tiles)
-        per = triton.cdiv(tiles, progs)
-        progs = triton.cdiv(tiles, per)
+        per = cdiv(tiles, progs)
+        progs = cdiv(tiles, per)
         part = torch.empty((n, progs, 6, c_pad), device=x.device, dtype=acc)
         _overlap_fwd_kernel[(n, progs)](x, t, w if w is not None else x, part, flag if flag is not None else part,
                                         c, s, ignore_index, per, C_PAD=c_pad, BLOCK_S=block_s, num_warps=_WARPS,
@@ -260,7 +261,7 @@ def _bwd(x, t, w, g_tp, g_sp, g_sq, g_ce, ignore_index: int, has_ignore: bool, a
     if n and s:
         c_pad, block_s = _meta(c)
         flags = _flags(act, ignore_index, has_ignore, g_sq is not None, g_ce is not None, w is not None, offset)
-        _overlap_bwd_kernel[(n, triton.cdiv(s, block_s))](
+        _overlap_bwd_kernel[(n, cdiv(s, block_s))](
             x, t, w if w is not None else x,
             *(g if g is not None else x for g in (g_tp, g_sp, g_sq, g_ce)), dx, c, s, ignore_index,
             *_strides2(g_tp), *_strides2(g_sp), *_strides2(g_sq), (g_ce.stride(0) if g_ce is not None else 0),

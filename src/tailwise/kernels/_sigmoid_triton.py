@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._host import cdiv, next_pow2
+
 __all__ = ["sigmoid_family_triton"]
 
 
@@ -229,11 +231,11 @@ def _blocks(C: int, heavy: bool) -> Tuple[int, int, int, int]:
     needs more registers; 256-wide tiles spilled and ran 1.5x slower)."""
     if TUNE["fwd"] is not None:
         br, bc, warps = TUNE["fwd"]
-        return br, bc, warps, triton.cdiv(C, bc)
-    full = triton.next_power_of_2(max(C, 1))
+        return br, bc, warps, cdiv(C, bc)
+    full = next_pow2(max(C, 1))
     bc = min(full, 128 if heavy else 256)
-    br = triton.next_power_of_2(max(1, 4096 // bc))
-    return br, bc, 8 if full <= 128 else 4, triton.cdiv(C, bc)
+    br = next_pow2(max(1, 4096 // bc))
+    return br, bc, 8 if full <= 128 else 4, cdiv(C, bc)
 
 
 def _bwd_config(C: int):
@@ -260,7 +262,7 @@ def _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma,
     br, bc, warps, ncb = _blocks(C, heavy)
     dense = target.is_floating_point()
     d = out
-    _fwd[(triton.cdiv(R, br),)](
+    _fwd[(cdiv(R, br),)](
         x, target if dense else d, d if dense else target, bias if bias is not None else d,
         pos_w if pos_w is not None else d, neg_w if neg_w is not None else d,
         gamma_vec if gamma_vec is not None else d, out, R, C, float(on), float(off), float(alpha), float(gamma),
@@ -292,14 +294,14 @@ def _launch_bwd(go, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, ga
     if cfg[0] == "flat":
         _, block, warps = cfg
         n = R * C
-        _bwd_flat[(triton.cdiv(n, block),)](
+        _bwd_flat[(cdiv(n, block),)](
             *args, grad, n, C, go_sr, go_sc, float(on), float(off), float(alpha), float(gamma),
             GO_MODE=go_mode, WIDE=n + block >= 2 ** 31, BLOCK=block, num_warps=warps, **flags)
     else:
         _, br, bc, warps = cfg
-        _bwd[(triton.cdiv(R, br),)](
+        _bwd[(cdiv(R, br),)](
             *args, grad, R, C, go_sr, go_sc, float(on), float(off), float(alpha), float(gamma),
-            GO_MODE=go_mode, BLOCK_R=br, BLOCK_C=bc, NUM_CB=triton.cdiv(C, bc),
+            GO_MODE=go_mode, BLOCK_R=br, BLOCK_C=bc, NUM_CB=cdiv(C, bc),
             num_warps=warps, **flags)
     return grad
 

@@ -24,6 +24,7 @@ in eager code, where the custom op's dispatch cost more host time than the kerne
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -33,6 +34,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .._validation import assert_values, check_class_indices, host_value_checks
+from ._host import cdiv, next_pow2
 from ._triton_math import expm1
 
 __all__ = ["softmax_ce_triton", "softmax_ce_rows_triton"]
@@ -232,6 +234,7 @@ def _bwd(X, Y, OFF, SCL, W, WSUM, LSE, K, GO, G,
         tl.store(G + gbase[:, None] + c[None, :].to(tl.int64) * g_c, g.to(G.dtype.element_ty), mask=mask)
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of three ints, called twice per loss call
 def _blocks(C: int, D: int, elem_size: int) -> Tuple[int, int, int, bool]:
     """BLOCK_R, BLOCK_C, num_warps, SINGLE for Hopper-class GPUs (the row tile in registers).
 
@@ -240,13 +243,13 @@ def _blocks(C: int, D: int, elem_size: int) -> Tuple[int, int, int, bool]:
     per SM for a bandwidth-bound kernel, and few enough registers per thread.
     """
     limit = 16384 if elem_size <= 2 else 8192
-    bc = triton.next_power_of_2(max(C, 1))
+    bc = next_pow2(max(C, 1))
     single = bc <= limit
     if not single:
         bc = 4096
     per_prog = 4096 if D == 1 else 8192
     br = max(1, min(256 if D > 1 else 64, per_prog // bc))
-    br = triton.next_power_of_2(br)
+    br = next_pow2(br)
     warps = max(4, min(16, (br * bc) // 512))
     return br, bc, warps, single
 
@@ -275,7 +278,7 @@ def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=Non
     _, _, _, (g_n, g_c, g_d) = _view3(g)
     dummy = loss
     smooth = eps > 0
-    _fwd[(triton.cdiv(r, br),)](
+    _fwd[(cdiv(r, br),)](
         x, y, off if off is not None else dummy, scl if scl is not None else dummy,
         w if w is not None else dummy, wsum if wsum is not None else dummy, loss, lse, k, g,
         flag if flag is not None else dummy,
@@ -283,7 +286,7 @@ def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=Non
         float(gamma), float(eps), 1.0 / c, int(ignore_index),
         HAS_OFF=off is not None, HAS_SCL=scl is not None, HAS_W=w is not None, FOCAL=gamma > 0,
         SMOOTH=smooth, WRITE_GRAD=grad_into is not None, SINGLE=single, CHECK=flag is not None,
-        BLOCK_R=br, BLOCK_C=bc, NUM_CB=triton.cdiv(c, bc), num_warps=warps)
+        BLOCK_R=br, BLOCK_C=bc, NUM_CB=cdiv(c, bc), num_warps=warps)
     return loss, lse, k
 
 
@@ -299,13 +302,13 @@ def _launch_bwd(go, x, y, lse, k, off, scl, w, wsum, eps, ignore_index):
         go = go.expand(r)
     br, bc, warps, _ = _blocks(c, dd, x.element_size())
     dummy = lse
-    _bwd[(triton.cdiv(r, br),)](
+    _bwd[(cdiv(r, br),)](
         x, y, off if off is not None else dummy, scl if scl is not None else dummy,
         w if w is not None else dummy, wsum if wsum is not None else dummy, lse, k, go, grad,
         r, c, dd, s_n, s_c, s_d, g_n, g_c, g_d, go.stride(0),
         float(eps), 1.0 / c, int(ignore_index),
         HAS_OFF=off is not None, HAS_SCL=scl is not None, HAS_W=w is not None, SMOOTH=eps > 0,
-        BLOCK_R=br, BLOCK_C=bc, NUM_CB=triton.cdiv(c, bc), num_warps=warps)
+        BLOCK_R=br, BLOCK_C=bc, NUM_CB=cdiv(c, bc), num_warps=warps)
     return grad
 
 
