@@ -155,6 +155,39 @@ def test_gradcheck_input_target_and_pos_weight(alpha, gamma):
         (x, t, pw))
 
 
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (-1, 1.5), (0.7, 0.0), (0.4, 0.5)])
+def test_gradcheck_fused_function_path(alpha, gamma):
+    # only the logits require grad: the hand-derived backward of the torch Function
+    g = torch.Generator().manual_seed(9)
+    x = (torch.randn(5, 3, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    t = torch.rand(5, 3, generator=g, dtype=torch.float64)
+    t[0] = torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64)
+    pw = torch.tensor([0.5, 2.0, 5.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda a: TF.sigmoid_focal_loss(a, t, alpha=alpha, gamma=gamma, reduction="none", pos_weight=pw), (x,))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.0])
+def test_function_and_autograd_paths_agree(gamma):
+    from tailwise.classification.focal import _PosWeightFocalFunction, _sigmoid_focal_pos_weight
+
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(64, 4, generator=g, dtype=torch.float64) * 5
+    x[0] = torch.tensor([40.0, -40.0, 0.0, 1e-9], dtype=torch.float64)  # saturated sigmoid: m = 0
+    t = torch.rand(64, 4, generator=g, dtype=torch.float64)
+    t[:32] = t[:32].round()
+    pw = torch.tensor([[0.0, 1.0, 3.0, 10.0]], dtype=torch.float64)
+    up = torch.rand(64, 4, generator=g, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    la = _PosWeightFocalFunction.apply(a, t, pw, 0.25, gamma)
+    lb = _sigmoid_focal_pos_weight(b, t, pw, 0.25, gamma)
+    torch.testing.assert_close(la, lb, rtol=1e-12, atol=1e-300)
+    (la * up).sum().backward()
+    (lb * up).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-15)
+
+
 def test_gradient_equals_autograd_of_kornia_formula_hard_labels():
     g = torch.Generator().manual_seed(7)
     x = torch.randn(12, 3, generator=g, dtype=torch.float64)

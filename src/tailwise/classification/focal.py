@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .._base import Loss
 from .._precision import upcast
@@ -112,8 +113,10 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     this is also kornia's ``binary_focal_loss_with_logits(..., pos_weight=...)`` (its positive
     term times ``pos_weight``); the definitions differ only for soft targets, where kornia
     modulates the positive and negative terms separately and tailwise keeps torchvision's
-    ``(1 - p_t)^gamma`` of the whole cross-entropy. With ``pos_weight`` the loss is computed by
-    plain autograd ops (the fused kernel has no ``pos_weight``): same value, more memory.
+    ``(1 - p_t)^gamma`` of the whole cross-entropy. With ``pos_weight`` the loss takes a torch
+    ``autograd.Function`` (hand-derived backward, ``(x, t, pos_weight)`` saved) on every device:
+    the fused Triton kernel has no ``pos_weight``. A target or ``pos_weight`` that requires grad
+    gets its exact gradient through plain autograd ops.
 
     Args:
         input: logits of any shape; ``(N,)`` or ``(N, 1)`` is the binary case.
@@ -149,12 +152,16 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
     gamma = check_nonnegative(gamma, "gamma")
     check_probabilities(target if target.is_floating_point() else target.to(input.dtype), "target")
     if pos_weight is not None:
-        # the fused op (kernels/sigmoid_family) has no pos_weight: plain autograd, exact for
-        # input, target and pos_weight alike
+        # the Triton op (kernels/sigmoid_family) has no pos_weight: a torch Function on every
+        # device, or plain autograd when the target or pos_weight asks for a gradient
         x = upcast(input)
         pw = _check_pos_weight(pos_weight, x)
-        return reduce_loss(_sigmoid_focal_pos_weight(x, upcast(target).to(x.dtype), pw, alpha, gamma),
-                           reduction, sample_weight)
+        t = upcast(target).to(x.dtype)
+        if torch.is_grad_enabled() and (t.requires_grad or pw.requires_grad):
+            loss = _sigmoid_focal_pos_weight(x, t, pw, alpha, gamma)
+        else:
+            loss = _PosWeightFocalFunction.apply(x, t, pw, float(alpha), float(gamma))
+        return reduce_loss(loss, reduction, sample_weight)
     if isinstance(target, Tensor) and target.requires_grad and torch.is_grad_enabled():
         # the fused paths give the target no gradient; a target that asks for one (e.g. a learned
         # soft label) takes the autograd formulation, exact for both arguments
@@ -214,6 +221,57 @@ def _check_pos_weight(pos_weight, x: Tensor) -> Tensor:
     pw = pos_weight.to(device=x.device, dtype=x.dtype)
     _check_pos_weight_values(pw)
     return pw
+
+
+class _PosWeightFocalFunction(torch.autograd.Function):
+    """``alpha_t (1 - p_t)^gamma [w t softplus(-x) + (1 - t) softplus(x)]`` saving only ``(x, t, w)``.
+
+    With ``ce`` the bracket and ``m = 1 - p_t = p + t - 2 p t``:
+    ``dloss/dx = alpha_t [(p (1 - t) - w t (1 - p)) m^gamma + gamma ce m^(gamma-1) p (1-p) (1-2t)]``
+    (``w = 1`` gives the fused op's ``p - t``). No gradient to ``t`` or ``w``: callers whose
+    target or weight requires grad take :func:`_sigmoid_focal_pos_weight`.
+    """
+
+    @staticmethod
+    def _ce(x: Tensor, t: Tensor, w: Tensor) -> Tensor:
+        # both terms >= 0 and softplus is accurate on its own: no cancellation for confident
+        # logits (BCEWithLogits' (1-t)x + lw log(1+e^-x) loses them)
+        return F.softplus(-x).mul_(t * w).add_(F.softplus(x).mul_(1.0 - t))
+
+    @staticmethod
+    def forward(ctx, x: Tensor, t: Tensor, w: Tensor, alpha: float, gamma: float):
+        ctx.alpha, ctx.gamma = alpha, gamma
+        ctx.save_for_backward(x, t, w)
+        loss = _PosWeightFocalFunction._ce(x, t, w)
+        if gamma != 0:
+            p = torch.sigmoid(x)
+            m = (p * t).mul_(-2.0).add_(p).add_(t)  # 1 - p_t
+            loss.mul_(m.square_() if gamma == 2 else m.pow_(gamma))
+        if alpha >= 0:
+            loss.mul_(t * (2.0 * alpha - 1.0) + (1.0 - alpha))
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go: Tensor):
+        x, t, w = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        p = torch.sigmoid(x)
+        # d ce / dx = p (1 - t) - w t (1 - p)
+        grad = (1.0 - p).mul_(t * w).neg_().add_(p * (1.0 - t))
+        if gamma != 0:
+            m = (p * t).mul_(-2.0).add_(p).add_(t)  # 1 - p_t
+            dm = (1.0 - p).mul_(p).mul_(t * -2.0 + 1.0)  # d m / dx
+            ce = _PosWeightFocalFunction._ce(x, t, w)
+            if gamma == 2:
+                grad.mul_(m.square()).add_(dm.mul_(ce).mul_(m).mul_(2.0))
+            else:
+                pos = m > 0  # m = 0 only where p (1 - p) = 0: no (0 * inf) for gamma < 1
+                low = torch.where(pos, torch.where(pos, m, torch.ones_like(m)).pow(gamma - 1.0), torch.zeros_like(m))
+                grad.mul_(m.pow(gamma)).add_(dm.mul_(ce).mul_(low).mul_(gamma))
+        if alpha >= 0:
+            grad.mul_(t * (2.0 * alpha - 1.0) + (1.0 - alpha))
+        return grad.mul_(go), None, None, None, None
 
 
 def _sigmoid_focal_pos_weight(x: Tensor, t: Tensor, pw: Tensor, alpha: float, gamma: float) -> Tensor:
