@@ -230,3 +230,16 @@ def test_bad_inputs_name_the_argument(name):
         fn(good, good, eps=0.0)
     # validate=False skips the inverted-box check for integer boxes too
     assert torch.isfinite(fn(torch.tensor([[5, 5, 2, 2]]), good, validate=False)).all()
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_no_host_to_device_copies_for_integer_boxes(name):
+    """Off the CPU (``meta`` standing in for CUDA, as in the contract suite) the float conversion
+    of integer boxes and the value checks stay on the device."""
+    from test_contract import _refuse_host_to_device
+
+    a = torch.tensor(INT_BOXES, device="meta")
+    b = torch.tensor(INT_BOXES2, device="meta", dtype=torch.int32)
+    with _refuse_host_to_device():
+        out = _fn(name)(a, b)
+    assert out.shape == (4, 3) and out.dtype == torch.float32

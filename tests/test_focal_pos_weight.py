@@ -262,3 +262,30 @@ def test_pos_weight_value_check_is_a_device_assert_off_the_host():
         with tailwise.validation("full"):
             with pytest.raises(ValueError, match="pos_weight must be finite and non-negative"):
                 TF.sigmoid_focal_loss(x, t, pos_weight=torch.tensor([1.0, -1.0, 1.0]))
+
+
+def test_host_pos_weight_is_converted_once_per_device():
+    """A list (or a CPU tensor) given to the functional on an accelerator is validated and copied
+    once, then served from the per-device cache (``meta`` stands in for CUDA, as in the contract
+    suite's host-to-device check)."""
+    from test_contract import _refuse_host_to_device
+
+    from tailwise.classification.focal import _check_pos_weight
+
+    x = torch.randn(4, 3)
+    assert _check_pos_weight([1.0, 2.0, 3.0], x) is _check_pos_weight([1.0, 2.0, 3.0], x)
+    cpu_pw = torch.tensor([1.0, 2.0, 3.0])
+    xm = torch.randn(4, 3, device="meta", requires_grad=True)
+    tm = torch.rand(4, 3, device="meta")
+    for pw in ([1.0, 2.0, 3.0], cpu_pw):
+        TF.sigmoid_focal_loss(xm, tm, pos_weight=pw)  # warm-up fills the cache
+        with _refuse_host_to_device():
+            loss = TF.sigmoid_focal_loss(xm, tm, pos_weight=pw)
+            loss.backward()
+        assert loss.device.type == "meta"
+    # a tensor already on the device is used as is
+    with _refuse_host_to_device():
+        TF.sigmoid_focal_loss(xm, tm, pos_weight=torch.ones(3, device="meta")).backward()
+    # the cached copy still rejects an input it does not broadcast to
+    with pytest.raises(ValueError, match="pos_weight must broadcast"):
+        TF.sigmoid_focal_loss(torch.randn(4, 5), torch.rand(4, 5), pos_weight=[1.0, 2.0, 3.0])

@@ -19,8 +19,8 @@ from .._base import Loss
 from .._precision import upcast
 from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
-from .._validation import (_check_number, assert_values, check_nonnegative, check_same_shape, host_selection,
-                           host_value_checks)
+from .._validation import (_check_number, assert_values, cached_on_device, check_nonnegative, check_same_shape,
+                           host_selection, host_value_checks)
 from ..kernels import sigmoid_family as _sig
 from ..kernels._halfio import float32_compute_unless_kernel
 from ..kernels.softmax_ce import softmax_cross_entropy
@@ -208,19 +208,40 @@ def _check_pos_weight_values(pw: Tensor) -> None:
 
 
 def _check_pos_weight(pos_weight, x: Tensor) -> Tensor:
-    """``pos_weight`` of ``x``'s dtype and device, broadcastable to ``x``, finite and >= 0."""
-    pos_weight = _pos_weight_tensor(pos_weight)
+    """``pos_weight`` of ``x``'s dtype and device, broadcastable to ``x``, finite and >= 0.
+
+    A tensor on ``x``'s device (a module's buffer) or one that requires grad is used as is and
+    checked where it lives; host data (a sequence, a tensor on another device) is validated on
+    the host and converted once per device and dtype (cached), so a functional call with the
+    same CPU ``pos_weight`` every step makes no host->device copy after the first.
+    """
+    if (isinstance(pos_weight, Tensor) and (pos_weight.device == x.device or pos_weight.requires_grad)) \
+            or torch.compiler.is_compiling():
+        pw = _pos_weight_tensor(pos_weight)
+        _check_pos_weight_shape(pw, x)
+        pw = pw.to(device=x.device, dtype=x.dtype)
+        _check_pos_weight_values(pw)
+        return pw
+
+    def build(v):
+        pw = _pos_weight_tensor(v).detach().to(device="cpu", dtype=x.dtype)
+        _check_pos_weight_values(pw)
+        return pw
+
+    pw = cached_on_device(pos_weight, x.device, ("pos_weight", x.dtype), build)
+    _check_pos_weight_shape(pw, x)
+    return pw
+
+
+def _check_pos_weight_shape(pw: Tensor, x: Tensor) -> None:
     try:
-        shape = torch.broadcast_shapes(pos_weight.shape, x.shape)
+        shape = torch.broadcast_shapes(pw.shape, x.shape)
     except RuntimeError:
         shape = None
     if shape != x.shape:
         raise ValueError(f"pos_weight must broadcast to the input's shape {tuple(x.shape)} from the last "
                          f"dimension (as in BCEWithLogitsLoss: (C,) for (N, C), (C, 1, 1) for (N, C, H, W)), "
-                         f"got shape {tuple(pos_weight.shape)}")
-    pw = pos_weight.to(device=x.device, dtype=x.dtype)
-    _check_pos_weight_values(pw)
-    return pw
+                         f"got shape {tuple(pw.shape)}")
 
 
 class _PosWeightFocalFunction(torch.autograd.Function):
