@@ -129,8 +129,9 @@ def sigmoid_focal_loss(input: Tensor, target: Tensor, *, alpha: float = 0.25, ga
         pos_weight: optional non-negative weights of the positive term, broadcast against
             ``input`` from the last dimension as in ``BCEWithLogitsLoss``: ``(C,)`` for
             ``(N, C)`` logits, ``(C, 1, 1)`` for ``(N, C, H, W)``, a 0-d tensor for all.
-            ``num_neg / num_pos`` per class is the usual choice. Keep it on ``input``'s device
-            (a module buffer does) to avoid a copy per call.
+            ``num_neg / num_pos`` per class is the usual choice. A tensor on ``input``'s device
+            is used as is; host data (a list, a CPU tensor for a CUDA input) is validated and
+            copied once per device (cached).
 
     Example:
         >>> import torch, tailwise
