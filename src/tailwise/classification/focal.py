@@ -34,7 +34,7 @@ def _alpha_vector(alpha, num_classes: int, like: Tensor) -> Optional[Tensor]:
     if alpha is None:
         return None
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
-        # a number weighs every class alike, as kornia's focal_loss does
+        # a number weighs every class alike (kornia before 0.7); see the docstring for kornia >= 0.7
         alpha = [float(alpha)] * num_classes
     elif isinstance(alpha, Tensor) and alpha.dim() == 0:
         alpha = alpha.reshape(1).expand(num_classes)
@@ -56,9 +56,11 @@ def focal_loss(input: Tensor, target: Tensor, *, alpha: Optional[Union[Tensor, S
         input: logits ``(N, C)`` or ``(N, C, d1, ...)`` (like ``F.cross_entropy``).
         target: int64 class indices ``(N, d1, ...)``.
         alpha: ``None``, per-class weights ``(C,)`` (e.g. inverse frequency; ``alpha_y`` is
-            looked up by the target class), or one number used for every class (as kornia's
-            ``focal_loss``: it scales the loss; it is *not* the positive/negative balance of the
-            sigmoid form, which has no softmax analogue).
+            looked up by the target class), or one number used for every class (it scales the
+            loss; it is *not* the positive/negative balance of the sigmoid form, which has no
+            softmax analogue). kornia before 0.7 read a number this way; kornia >= 0.7 and MONAI
+            weigh class 0 by ``1 - a`` and every other class by ``a``: pass
+            ``[1 - a] + [a] * (C - 1)`` for that.
         gamma: focusing parameter ``>= 0``.
         ignore_index: target value that contributes no loss and no gradient.
         reduction: ``"mean"`` over the non-ignored elements (alpha does not enter the
