@@ -356,12 +356,13 @@ def test_device_paths_read_nothing_on_the_host(name):
 
 def test_compile_fullgraph_with_ref_and_option():
     z = F.normalize(torch.randn(6, 2, 4), dim=-1)
-    r = F.normalize(torch.randn(5, 4), dim=-1)
-    y, ry = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2, 1])
+    r = F.normalize(torch.randn(6, 4), dim=-1)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
 
-    def fn(a, b):
-        return supcon_loss(a, y, ref_features=b, ref_labels=ry, zero_if_no_negatives=True)
+    def fn(a, b, la, lb):
+        return supcon_loss(a, la, ref_features=b, ref_labels=lb, zero_if_no_negatives=True)
 
-    want = fn(z, r)
-    got = torch.compile(fn, fullgraph=True, backend="aot_eager")(z, r)
-    torch.testing.assert_close(got, want)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    for lb in (y.flip(0), y):  # the same label tensor (row i excluded) traces its own graph
+        torch.testing.assert_close(compiled(z, r, y, lb), fn(z, r, y, lb))
+    assert not torch.isclose(fn(z, r, y, y), fn(z, r, y, y.clone()))
