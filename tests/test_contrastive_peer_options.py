@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import tailwise
 from tailwise._validation import _device_paths
 from tailwise.functional import ntxent_loss, supcon_loss
-from tests.test_contract import _no_host_reads
+from tests.test_contract import _no_host_reads, _refuse_host_to_device
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -318,23 +318,36 @@ def test_modules_carry_the_option():
     assert tailwise.SupConLoss(zero_if_no_negatives=True).load_state_dict(sd) is not None
 
 
-def _device_path_calls():
-    z = F.normalize(torch.randn(6, 2, 4), dim=-1)
-    r = F.normalize(torch.randn(5, 4), dim=-1)
-    y, ry = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2, 1])
-    same = torch.zeros(6, dtype=torch.long)
+def _device_path_calls(device="cpu"):
+    g = torch.Generator().manual_seed(3)
+    z = F.normalize(torch.randn(6, 2, 4, generator=g), dim=-1).to(device)
+    r = F.normalize(torch.randn(5, 4, generator=g), dim=-1).to(device)
+    y, ry = torch.tensor([0, 0, 1, 1, 2, 2], device=device), torch.tensor([0, 1, 2, 2, 1], device=device)
+    same = torch.zeros(6, dtype=torch.long, device=device)
+    ones = torch.ones(6, 6, device=device)
     z1 = z[:, 0].contiguous()
     return [
         ("supcon_labels", lambda a: supcon_loss(a, y, zero_if_no_negatives=True), z),
         ("supcon_no_negatives", lambda a: supcon_loss(a, same, zero_if_no_negatives=True), z),
         ("supcon_simclr", lambda a: supcon_loss(a, zero_if_no_negatives=True), z),
-        ("supcon_mask", lambda a: supcon_loss(a, mask=torch.ones(6, 6), zero_if_no_negatives=True), z),
+        ("supcon_mask", lambda a: supcon_loss(a, mask=ones, zero_if_no_negatives=True), z),
         ("supcon_ref", lambda a: supcon_loss(a, y, ref_features=r, ref_labels=ry, zero_if_no_negatives=True), z),
         ("supcon_ref_self", lambda a: supcon_loss(a, y, ref_features=z1, ref_labels=y, zero_if_no_negatives=True), z),
         ("ntxent", lambda a: ntxent_loss(a, y, zero_if_no_negatives=True), z1),
         ("ntxent_no_negatives", lambda a: ntxent_loss(a, same, zero_if_no_negatives=True), z1),
         ("ntxent_ref", lambda a: ntxent_loss(a, y, ref_features=r, ref_labels=ry, zero_if_no_negatives=True), z1),
     ]
+
+
+@pytest.mark.parametrize("name", [c[0] for c in _device_path_calls()])
+def test_no_host_to_device_copies_per_call(name):
+    """On ``meta`` (an accelerator stand-in): forward and backward copy no host data to the device."""
+    _, fn, x = next(c for c in _device_path_calls("meta") if c[0] == name)
+    fn(x)  # warm-up
+    a = x.clone().requires_grad_()
+    with _refuse_host_to_device():
+        fn(a).backward()
+    assert a.grad is not None and a.grad.device.type == "meta"
 
 
 @pytest.mark.parametrize("name", [c[0] for c in _device_path_calls()])
