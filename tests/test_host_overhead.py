@@ -134,3 +134,27 @@ def test_masked_mean_equals_the_former_where_form(case):
     want.backward()
     torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
     torch.testing.assert_close(a.grad, b.grad, equal_nan=True, rtol=0, atol=0)
+
+
+def test_a_buffer_updated_every_step_keeps_one_entry():
+    """A per-class tensor changed in place every step (a learnable class weight, a running
+    statistic) replaces its cache entry: it neither fills the cache (pushing out cached host
+    data, whose rebuild copies to the device again) nor registers a finalizer per step."""
+    z, y = _data()
+    w = torch.nn.Parameter(torch.ones(5))
+    TF.balanced_softmax_loss(z, y, COUNTS)          # a host-data entry that must survive
+    gc.collect()
+    size = len(_validation._COUNTS_CACHE)
+    for step in range(3 * _validation._COUNTS_CACHE_SIZE):
+        loss = TF.cross_entropy_loss(z, y, class_weight=w)
+        with torch.no_grad():
+            w.add_(0.01)                              # a new version every step
+    assert len(_validation._COUNTS_CACHE) <= size + 1
+    assert len(_validation._TENSOR_ENTRIES[id(w)]) == 1
+    want = TF.cross_entropy_loss(z, y, class_weight=w.detach().clone())
+    assert torch.equal(TF.cross_entropy_loss(z, y, class_weight=w), want)   # the latest version
+    key = next(iter(_validation._TENSOR_ENTRIES[id(w)].values()))
+    wid = id(w)
+    del w, loss
+    gc.collect()
+    assert wid not in _validation._TENSOR_ENTRIES and key not in _validation._COUNTS_CACHE

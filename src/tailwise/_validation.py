@@ -333,13 +333,36 @@ def cached_on_device(obj, device, tag, build) -> Tensor:
         ref = None
         if isinstance(obj, Tensor):
             ref = weakref.ref(obj)
-            # the entry leaves with its tensor: a tensor made afresh for every call (e.g. a 0-d
-            # alpha expanded to (C,)) must not push the cached host data out of the cache
-            weakref.finalize(obj, _COUNTS_CACHE.pop, key, None)
+            _track_tensor_entry(obj, key)
         if len(_COUNTS_CACHE) >= _COUNTS_CACHE_SIZE:
             _COUNTS_CACHE.pop(next(iter(_COUNTS_CACHE)))
         _COUNTS_CACHE[key] = (ref, out)
     return out
+
+
+# id(tensor) -> {(device, tag): key of its cached entry}. A tensor keeps one entry per device and
+# tag: a buffer updated every step (a new version each time) replaces its entry instead of
+# filling the cache and pushing out the cached host data (whose rebuild would copy host data to
+# the device again); and its entries leave with it (a tensor made afresh for every call, e.g. a
+# 0-d alpha expanded to (C,), leaves nothing behind). One finalizer per tensor.
+_TENSOR_ENTRIES: "dict" = {}
+
+
+def _track_tensor_entry(obj: Tensor, key) -> None:
+    tid = id(obj)
+    slot = _TENSOR_ENTRIES.get(tid)
+    if slot is None:
+        slot = _TENSOR_ENTRIES[tid] = {}
+        weakref.finalize(obj, _drop_tensor_entries, tid)
+    old = slot.get(key[3:])
+    if old is not None and old != key:
+        _COUNTS_CACHE.pop(old, None)
+    slot[key[3:]] = key
+
+
+def _drop_tensor_entries(tid: int) -> None:
+    for key in _TENSOR_ENTRIES.pop(tid, {}).values():
+        _COUNTS_CACHE.pop(key, None)
 
 
 def _validated_counts(class_counts, num_classes, name, allow_zero, device) -> Tensor:
