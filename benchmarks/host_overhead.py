@@ -39,6 +39,10 @@ Method
   costs on the host on CUDA (Triton's Python launcher: roughly 10-40 us per launch, not
   modelled here). Timings on a shared CPU are noisy; the op counts are exact.
 
+Caveat: a few aten ops behave differently on CPU and CUDA; e.g. ``F.one_hot`` checks its range
+on CPU only (``aminmax`` + two ``_local_scalar_dense``, in the EQLv2/EFL rows), so those rows
+over-count what CUDA dispatches by three.
+
 The loss modules are built once (as in training: ``class_counts`` become buffers); the
 functional column calls the functional with host ``class_counts`` lists (the per-device cache
 path). One warm-up call fills the per-device caches before counting and timing.
