@@ -139,6 +139,7 @@ def _install_launch_hook() -> None:
 # ----------------------------------------------------------------------------- inputs
 N, C = 16, 7
 COUNTS = [max(1, round(1000 * (k + 1) ** -1.2)) for k in range(C)]
+CW = [0.5 + 0.25 * k for k in range(C)]
 
 
 def _gen():
@@ -306,9 +307,14 @@ def _case(name, make, module, functional, textbook):
 def cases():
     lp = _log_prior()
     cbw = _tb_cb_weights()
+    cwt = torch.tensor(CW)
     out = [
         _case("cross_entropy", _logits, lambda: tailwise.build_loss("cross_entropy"),
               lambda z, y: TF.cross_entropy_loss(z, y), lambda z, y: F.cross_entropy(z, y)),
+        _case("cross_entropy (class_weight)", _logits,
+              lambda: tailwise.build_loss("cross_entropy", class_weight=CW),
+              lambda z, y: TF.cross_entropy_loss(z, y, class_weight=CW),
+              lambda z, y: F.cross_entropy(z, y, weight=cwt)),
         _case("balanced_softmax", _logits, lambda: tailwise.build_loss("balanced_softmax", class_counts=COUNTS),
               lambda z, y: TF.balanced_softmax_loss(z, y, COUNTS), lambda z, y: F.cross_entropy(z + lp, y)),
         _case("logit_adjusted", _logits, lambda: tailwise.build_loss("logit_adjusted", class_counts=COUNTS, tau=1.5),

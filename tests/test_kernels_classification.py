@@ -415,12 +415,13 @@ def test_triton_kernels_compile_for_hopper():
                                       (False, True, False)):
             build(S._fwd, dict(t, FLAG="*i32"),
                   dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, FOCAL=focal, SMOOTH=smooth, WRITE_GRAD=True,
-                       SINGLE=single, CHECK=single, BLOCK_R=4 if single else 1, BLOCK_C=1024 if single else 4096,
+                       SINGLE=single, CHECK=single, WANT_DEN=single, BLOCK_R=4 if single else 1,
+                       BLOCK_C=1024 if single else 4096,
                        NUM_CB=1 if single else 8))
         # unweighted label smoothing: W = C from the class count, no tensor
         build(S._fwd, dict(t, FLAG="*i32"),
               dict(HAS_OFF=False, HAS_SCL=False, HAS_W=False, FOCAL=False, SMOOTH=True, WRITE_GRAD=False,
-                   SINGLE=True, CHECK=True, BLOCK_R=4, BLOCK_C=1024, NUM_CB=1))
+                   SINGLE=True, CHECK=True, WANT_DEN=False, BLOCK_R=4, BLOCK_C=1024, NUM_CB=1))
         build(S._bwd, t, dict(HAS_OFF=True, HAS_SCL=True, HAS_W=True, SMOOTH=True, BLOCK_R=4, BLOCK_C=1024, NUM_CB=1))
         build(S._bwd, t, dict(HAS_OFF=False, HAS_SCL=False, HAS_W=False, SMOOTH=True, BLOCK_R=4, BLOCK_C=1024,
                               NUM_CB=1))

@@ -15,7 +15,7 @@ from .._probabilities import check_probabilities
 from .._reduction import reduce_loss
 from .._validation import check_probability, check_same_shape
 from ..kernels._halfio import float32_compute_unless_kernel
-from ..kernels.softmax_ce import kernel_checks_targets, softmax_cross_entropy
+from ..kernels.softmax_ce import kernel_checks_targets, softmax_cross_entropy, uses_kernel
 from ..registry import register_loss
 from ._common import Like, check_index_target, check_logits, check_per_class, is_soft_target, masked_reduce
 
@@ -137,6 +137,12 @@ def index_cross_entropy(input: Tensor, target: Tensor, cw: Optional[Tensor], ign
     in_kernel = kernel_checks_targets(input, target)
     check_index_target(input, target, ignore_index=ignore_index, values=not in_kernel)
     target = target.long()
+    if cw is not None and reduction == "mean" and uses_kernel(input):
+        # the kernel hands back each row's class weight (0 if ignored): the denominator without
+        # a gather (the same numbers as below, so the same sum)
+        loss, den = softmax_cross_entropy(input, target, offset, scale, cw, 0.0, label_smoothing, ignore_index,
+                                          validate=in_kernel, want_den=True)
+        return masked_reduce(loss, reduction, sample_weight, None, den)
     loss = softmax_cross_entropy(input, target, offset, scale, cw, 0.0, label_smoothing, ignore_index,
                                  validate=in_kernel)
     valid = target != ignore_index

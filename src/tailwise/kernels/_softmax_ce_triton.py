@@ -101,12 +101,12 @@ def _grad_tile(z, lse, k, e, ys, c, cmask, sc, W, wsum,
 
 
 @triton.jit
-def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G, FLAG,
+def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G, FLAG, DEN,
          R, C, D, s_n, s_c, s_d, g_n, g_c, g_d,
          gamma, eps, inv_c, ignore_index,
          HAS_OFF: tl.constexpr, HAS_SCL: tl.constexpr, HAS_W: tl.constexpr, FOCAL: tl.constexpr,
          SMOOTH: tl.constexpr, WRITE_GRAD: tl.constexpr, SINGLE: tl.constexpr, CHECK: tl.constexpr,
-         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
+         WANT_DEN: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
@@ -132,6 +132,10 @@ def _fwd(X, Y, OFF, SCL, W, WSUM, LOSS, LSE, K, G, FLAG,
         a_y = tl.load(W + ys, mask=valid, other=0.0)
     else:
         a_y = tl.full([BLOCK_R], 1.0, tl.float32)
+    if WANT_DEN:
+        # the row's share of the weighted mean's denominator (w_y, 0 when ignored): the caller
+        # sums these instead of gathering the class weights again
+        tl.store(DEN + rows, tl.where(valid, a_y, 0.0), mask=rmask)
     if SMOOTH:
         if HAS_W:
             wsum = tl.load(WSUM)
@@ -263,9 +267,10 @@ def _view3(x: Tensor) -> Tuple[int, int, int, Tuple[int, int, int]]:
     return n, c, dd, (x3.stride(0), x3.stride(1), x3.stride(2))
 
 
-def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=None, flag=None):
+def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=None, flag=None, den=None):
     """``(loss, lse, k)``; with ``flag`` (an int32 ``(1,)`` holding 1) the kernel zeroes it
-    when a target is neither ``ignore_index`` nor in ``[0, C)``."""
+    when a target is neither ``ignore_index`` nor in ``[0, C)``; into ``den`` (float32, one per
+    row) it writes the row's class weight (0 for an ignored row)."""
     n, c, dd, (s_n, s_c, s_d) = _view3(x)
     r = n * dd
     loss = torch.empty(r, dtype=torch.float32, device=x.device)
@@ -281,12 +286,12 @@ def _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, grad_into=Non
     _fwd[(cdiv(r, br),)](
         x, y, off if off is not None else dummy, scl if scl is not None else dummy,
         w if w is not None else dummy, wsum if wsum is not None else dummy, loss, lse, k, g,
-        flag if flag is not None else dummy,
+        flag if flag is not None else dummy, den if den is not None else dummy,
         r, c, dd, s_n, s_c, s_d, g_n, g_c, g_d,
         float(gamma), float(eps), 1.0 / c, int(ignore_index),
         HAS_OFF=off is not None, HAS_SCL=scl is not None, HAS_W=w is not None, FOCAL=gamma > 0,
         SMOOTH=smooth, WRITE_GRAD=grad_into is not None, SINGLE=single, CHECK=flag is not None,
-        BLOCK_R=br, BLOCK_C=bc, NUM_CB=cdiv(c, bc), num_warps=warps)
+        WANT_DEN=den is not None, BLOCK_R=br, BLOCK_C=bc, NUM_CB=cdiv(c, bc), num_warps=warps)
     return loss, lse, k
 
 
@@ -371,24 +376,24 @@ class _EagerCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index, check):
+    def forward(ctx, x, y, off, scl, w, wsum, gamma, eps, ignore_index, check, want_den=False):
         flag = _new_flag(x, check)
-        loss, lse, k = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, flag=flag)
+        den = torch.empty(y.numel(), dtype=torch.float32, device=x.device) if want_den else None
+        loss, lse, k = _launch_fwd(x, y, off, scl, w, wsum, gamma, eps, ignore_index, flag=flag, den=den)
         ctx.save_for_backward(x, y, lse, k, off, scl, w, wsum)
         ctx.eps, ctx.ignore_index = eps, ignore_index
-        if flag is not None:
-            ctx.mark_non_differentiable(flag)
-        # no zero tensor is made for the flag's (absent) gradient
+        ctx.mark_non_differentiable(*(t for t in (flag, den) if t is not None))
+        # no zero tensors are made for the (absent) gradients of flag and den
         ctx.set_materialize_grads(False)
-        return loss, flag
+        return loss, flag, den
 
     @staticmethod
-    def backward(ctx, go, _g_flag=None):
+    def backward(ctx, go, _g_flag=None, _g_den=None):
         if go is None:
-            return (None,) * 10
+            return (None,) * 11
         x, y, lse, k, off, scl, w, wsum = ctx.saved_tensors
         grad = _launch_bwd(go, x, y, lse, k, off, scl, w, wsum, ctx.eps, ctx.ignore_index)
-        return grad, None, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None, None
 
 
 class _InplaceCE(torch.autograd.Function):
@@ -474,13 +479,20 @@ def softmax_ce_rows_triton(input: Tensor, target: Tensor, offset=None, scale=Non
 
 def softmax_ce_triton(input: Tensor, target: Tensor, offset=None, scale=None, class_weight=None,
                       gamma: float = 0.0, label_smoothing: float = 0.0, ignore_index: int = -100,
-                      focal: bool = False, inplace: bool = False, validate: bool = False) -> Tensor:
+                      focal: bool = False, inplace: bool = False, validate: bool = False,
+                      want_den: bool = False):
     """Per-element loss of shape ``target.shape`` (float32); see ``softmax_ce.softmax_ce_torch``.
 
     ``validate``: the target range check of ``check_class_indices``, done by the kernel (it reads
     the targets anyway) and turned into one device-side assert; where values may be read on the
     host (:func:`~tailwise._validation.host_value_checks`) the exact check runs first instead.
+    ``want_den``: also return each row's class weight (0 where ignored), written by the kernel.
     """
+    if want_den and (class_weight is None or inplace or torch.compiler.is_compiling()):
+        from .softmax_ce import row_class_weights
+        loss = softmax_ce_triton(input, target, offset, scale, class_weight, gamma, label_smoothing,
+                                 ignore_index, focal, inplace, validate)
+        return loss, row_class_weights(class_weight, target, ignore_index, input.shape[1])
     check = bool(validate)
     if check and host_value_checks(input, target):
         check_class_indices(target, input.shape[1], "target", ignore_index=ignore_index)
@@ -492,8 +504,10 @@ def softmax_ce_triton(input: Tensor, target: Tensor, offset=None, scale=None, cl
     elif torch.compiler.is_compiling():
         loss, _, _, flag = _op_fwd(*args)
     else:
-        loss, flag = _EagerCE.apply(*args)
+        loss, flag, den = _EagerCE.apply(*args, want_den)
     if check:
         assert_values(flag, f"target must be class indices in [0, {input.shape[1] - 1}] "
                             f"(or ignore_index={ignore_index})")
+    if want_den:
+        return loss.reshape(target.shape), den.reshape(target.shape)
     return loss.reshape(target.shape)

@@ -108,16 +108,20 @@ def _class_view(vec: Tensor, like: Tensor) -> Tensor:
 def softmax_ce_torch(input: Tensor, target: Tensor, offset: Optional[Tensor] = None, scale: Optional[Tensor] = None,
                      class_weight: Optional[Tensor] = None, gamma: float = 0.0, label_smoothing: float = 0.0,
                      ignore_index: int = -100, focal: bool = False, inplace: bool = False,
-                     validate: bool = False) -> Tensor:
+                     validate: bool = False, want_den: bool = False):
     """Reference implementation of ``softmax_ce`` (see the module docstring).
 
     ``focal=True`` computes ``gamma == 0`` with the focal function too (what ``focal_loss`` always
     did; equal to cross-entropy up to rounding); ``inplace`` is ignored here. ``validate`` runs
     the target range check (:func:`~tailwise._validation.check_class_indices`) that the caller
-    left to the op.
+    left to the op. ``want_den``: return ``(loss, row_class_weights(...))``.
     """
     if validate:
         check_class_indices(target, input.shape[1], "target", ignore_index=ignore_index)
+    if want_den:
+        loss = softmax_ce_torch(input, target, offset, scale, class_weight, gamma, label_smoothing, ignore_index,
+                                focal)
+        return loss, row_class_weights(class_weight, target, ignore_index, input.shape[1])
     # 16-bit logits arrive only when a kernel was chosen and then fell back: compute in float32
     z = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
     if scale is not None:
@@ -164,25 +168,36 @@ def inplace_gradients(enabled: bool = True) -> Iterator[None]:
         _STATE["inplace"] = old
 
 
+def row_class_weights(class_weight: Tensor, target: Tensor, ignore_index: int, num_classes: int) -> Tensor:
+    """``class_weight[y]`` per position, 0 where ``y == ignore_index``: the terms of the weighted
+    mean's denominator (what ``F.cross_entropy`` divides by)."""
+    valid = target != ignore_index
+    return class_weight[target.clamp_min(0).clamp_max(num_classes - 1)] * valid
+
+
 def softmax_cross_entropy(input: Tensor, target: Tensor, offset: Optional[Tensor] = None,
                           scale: Optional[Tensor] = None, class_weight: Optional[Tensor] = None, gamma: float = 0.0,
                           label_smoothing: float = 0.0, ignore_index: int = -100, focal: bool = False,
-                          validate: bool = False) -> Tensor:
+                          validate: bool = False, want_den: bool = False):
     """Run op ``softmax_ce`` with the selected backend; returns the unreduced loss (``target.shape``).
 
     float64 logits always take the torch path (the kernels accumulate in float32). ``validate``
     makes the op check the target range (the caller checked only its metadata): the Triton
     kernel does it while it reads the targets (one device-side assert instead of the ~9 ops of
     a separate check), the torch path with :func:`~tailwise._validation.check_class_indices`.
+    ``want_den`` (needs ``class_weight``) returns ``(loss, row_class_weights(...))``; the kernel
+    writes the row weights as it reads them (no gather).
     """
     if input.dtype == torch.float64:
         return softmax_ce_torch(input, target, offset, scale, class_weight, gamma, label_smoothing, ignore_index,
-                                focal, validate=validate)
+                                focal, validate=validate, want_den=want_den)
+    extra = {}
     if validate:
-        return dispatch("softmax_ce", input, target, offset, scale, class_weight, gamma, label_smoothing,
-                        ignore_index, focal, inplace=_STATE["inplace"], validate=True)
+        extra["validate"] = True
+    if want_den:
+        extra["want_den"] = True
     return dispatch("softmax_ce", input, target, offset, scale, class_weight, gamma, label_smoothing,
-                    ignore_index, focal, inplace=_STATE["inplace"])
+                    ignore_index, focal, inplace=_STATE["inplace"], **extra)
 
 
 def kernel_checks_targets(input: Tensor, target: Tensor) -> bool:
