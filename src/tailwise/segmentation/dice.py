@@ -104,14 +104,19 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
 
 def dice_from_stats(st, smooth_nr: float, smooth_dr: float, squared_pred: bool, class_weight: Optional[Tensor],
                     include_background: bool, batch: bool, *, average: str = "macro",
-                    normalize_class_weight: bool = True, soft_label: bool = False) -> Tensor:
-    """Per-image Dice losses ``(N,)`` (a 0-d tensor when ``batch``) from the overlap statistics."""
+                    normalize_class_weight: bool = True, soft_label: bool = False, raw: bool = False) -> Tensor:
+    """Per-image Dice losses ``(N,)`` (a 0-d tensor when ``batch``) from the overlap statistics.
+
+    ``raw``: the statistics come from unbounded scores (``dice_ce``'s ``dice_activation="none"``),
+    whose denominator may be negative, so it is not clamped (MONAI's arithmetic).
+    """
     st = maybe_batch(st, batch)
     if average == "micro":
         st = pool_classes(st, class_weight, include_background, soft_label)
         class_weight, include_background = None, True
     denom = (st.sq + st.sy2) if squared_pred else (st.sp + st.sy)
-    per_class = 1.0 - (2.0 * st.tp + smooth_nr) / (denom + smooth_dr).clamp_min(1e-12)
+    denom = denom + smooth_dr
+    per_class = 1.0 - (2.0 * st.tp + smooth_nr) / (denom if raw else denom.clamp_min(1e-12))
     return reduce_classes(per_class, class_weight, include_background, batch, normalize_class_weight)
 
 

@@ -67,7 +67,9 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
     ``dice_activation`` is what the Dice term sees: ``None`` (default) the mode's activation
     (softmax over C in ``multiclass``, sigmoid otherwise), ``"softmax"``, ``"sigmoid"`` (per
     channel against the one-hot target), or ``"none"``: the raw logits, unchecked, which is
-    MONAI's ``DiceCELoss()`` default (no ``softmax``/``sigmoid``/``other_act``). A MONAI
+    MONAI's ``DiceCELoss()`` default (no ``softmax``/``sigmoid``/``other_act``). Raw scores make
+    the Dice term unbounded (its denominator can be 0 or negative, as in MONAI); with
+    ``lambda_ce=0`` this computes MONAI's ``DiceLoss`` on any ``other_act`` output. A MONAI
     ``DiceCELoss(to_onehot_y=True, softmax=True, weight=w, smooth_nr=a, smooth_dr=b)`` on a
     ``(N, 1, *S)`` label map is ``dice_ce_loss(x, y[:, 0].long(), dice_activation="softmax",
     class_weight=w, normalize_class_weight=False, smooth_nr=a, smooth_dr=b)``;
@@ -108,7 +110,8 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
         check_class_weight_shape(class_weight, input.shape[1])
         ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
     dice = dice_from_stats(st, s_nr, s_dr, squared_pred, class_weight, include_background, batch,
-                           average=average, normalize_class_weight=normalize_class_weight, soft_label=soft)
+                           average=average, normalize_class_weight=normalize_class_weight, soft_label=soft,
+                           raw=act == "none")
     if batch or (reduction == "mean" and sample_weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
