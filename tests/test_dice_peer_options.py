@@ -36,8 +36,9 @@ def onehot(t, c, dtype=torch.uint8):
 
 
 def close(a, b, tol=1e-4):
-    np.testing.assert_allclose(np.asarray(a.detach() if isinstance(a, torch.Tensor) else a, dtype=np.float64),
-                               np.asarray(b, dtype=np.float64), rtol=tol, atol=tol)
+    def arr(v):
+        return np.asarray(v.detach() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+    np.testing.assert_allclose(arr(a), arr(b), rtol=tol, atol=tol)
 
 
 def per_class(fn, *args, c, **kw):
@@ -489,3 +490,52 @@ def test_monai_generalized_dice_soft_label():
     close(crit(P_SOFT, P_SOFT), 0.0)
     with pytest.raises(TypeError, match="soft_label must be a bool"):
         generalized_dice_loss(P_SOFT, P_SOFT, soft_label=None, **kw)
+
+
+# ---------------------------------------------------------------- accelerator paths on CPU
+NEW_OPTIONS = [dict(soft_label=True, smooth_nr=0.0, smooth_dr=0.1),
+               dict(average="micro", class_weight=T([0.5, 2.0, 1.0])),
+               dict(class_weight=T([0.5, 0.0, 1.0]), normalize_class_weight=False, include_background=False)]
+
+
+@pytest.mark.parametrize("fn", [dice_loss, tversky_loss, focal_tversky_loss, dice_ce_loss])
+@pytest.mark.parametrize("kw", NEW_OPTIONS)
+def test_device_paths_compile_and_no_host_reads(fn, kw):
+    """The new options on the code paths CUDA takes: same value and gradient, no host read of
+    tensor values, and ``torch.compile(fullgraph=True)`` traces them."""
+    from test_contract import _RefuseHostReads
+    from tailwise._validation import _device_paths
+
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    t = torch.randint(0, 3, (2, 4, 5))
+    t[0, 0] = -100
+    soft = torch.rand(2, 3, 4, 5)
+    for tgt, extra in ((t, {}), (soft, dict(mode="multilabel"))):
+        want = fn(x, tgt, **kw, **extra)
+        (gw,) = torch.autograd.grad(want, x)
+        with _device_paths():
+            fn(x, tgt, **kw, **extra)
+            with _RefuseHostReads():
+                got = fn(x, tgt, **kw, **extra)
+                (gg,) = torch.autograd.grad(got, x)
+        close(got, want, tol=1e-6)
+        close(gg, gw, tol=1e-6)
+        torch._dynamo.reset()  # a fresh trace: the same lambda with new closures would recompile as dynamic
+        compiled = torch.compile(lambda z, y: fn(z, y, **kw, **extra), fullgraph=True, backend="aot_eager")
+        close(compiled(x, tgt), want, tol=1e-6)
+    if fn is dice_ce_loss:
+        for act in ("sigmoid", "none"):
+            want = fn(x, t, dice_activation=act, soft_label=True)
+            with _device_paths(), _RefuseHostReads():
+                close(fn(x, t, dice_activation=act, soft_label=True), want, tol=1e-6)
+
+
+def test_device_side_assert_for_negative_unnormalised_weight():
+    from tailwise._validation import _device_paths
+    x = torch.randn(2, 3, 4)
+    t = torch.randint(0, 3, (2, 4))
+    with _device_paths():
+        with pytest.raises(RuntimeError, match="class_weight must be non-negative"):
+            dice_loss(x, t, class_weight=T([1.0, -1.0, 1.0]), normalize_class_weight=False)
+        with pytest.raises(RuntimeError, match="class_weight must be non-negative"):
+            tversky_loss(x, t, class_weight=T([1.0, -1.0, 1.0]), average="micro")
