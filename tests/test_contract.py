@@ -27,6 +27,7 @@ import torch
 
 import tailwise
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 from tailwise._validation import _device_paths
 from tests.specs import all_specs
 
@@ -201,52 +202,111 @@ def test_fullgraph_compile(name):
         _grads(got, args, kwargs)
 
 
-class _RefuseHostReads(TorchFunctionMode):
-    """Fail every Python-level read of tensor values on the host (a CPU stand-in for
-    ``torch.cuda.set_sync_debug_mode("error")``): ``item``, ``tolist``, ``bool``/``int``/``float``/
-    index of a tensor, ``nonzero``, boolean-mask indexing, ``bincount``, ``unique``,
-    ``masked_select``, ``repeat_interleave`` without ``output_size``. A torch-function mode, not a
-    monkeypatch of ``torch.Tensor`` (patching its ``__getitem__`` would change how CPython sees
-    every tensor afterwards)."""
+class _RefuseHostReadsPython(TorchFunctionMode):
+    """Python-level reads of tensor values: ``item``, ``tolist``, ``bool``/``int``/``float``/index
+    of a tensor, ``numpy``; and ``prod`` of a tensor that needs its gradient (the backward of
+    ``prod`` counts the zeros on the host, a sync on CUDA). It also marks ``F.one_hot`` with an
+    explicit class count, whose CPU kernel checks the label range on the host but whose CUDA
+    kernel does not (it fails on the device instead)."""
 
-    _REFUSED = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "argwhere",
-                "bincount", "unique", "unique_consecutive", "masked_select", "numpy"}
+    _REFUSED = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"}
+
+    def __init__(self, trusted):
+        super().__init__()
+        self.trusted = trusted
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         if name in self._REFUSED:
             raise AssertionError(f"host read of tensor values: {name}")
-        if name in ("__getitem__", "__setitem__") and len(args) > 1:
-            idx = args[1] if isinstance(args[1], tuple) else (args[1],)
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx):
-                raise AssertionError("host read of tensor values: boolean-mask indexing")
-        if name == "repeat_interleave":
-            repeats = kwargs.get("repeats", args[1] if len(args) > 1 else None)
-            if isinstance(repeats, torch.Tensor) and kwargs.get("output_size") is None:
+        if (name == "prod" and args and isinstance(args[0], torch.Tensor) and args[0].requires_grad
+                and torch.is_grad_enabled()):
+            raise AssertionError("host read of tensor values: the backward of prod (a zero count on the host)")
+        if name == "one_hot" and kwargs.get("num_classes", args[1] if len(args) > 1 else -1) >= 0:
+            self.trusted[0] += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.trusted[0] -= 1
+        return func(*args, **kwargs)
+
+
+class _RefuseHostReadsATen(TorchDispatchMode):
+    """The aten ops that read tensor values on the host or copy host data to the device, seen at
+    the dispatcher, so they are caught in the backward pass too: ``_local_scalar_dense`` (every
+    ``item``), ``nonzero`` (boolean-mask indexing, ``argwhere``), ``masked_select``,
+    ``bincount``, ``unique``, ``repeat_interleave`` without ``output_size``, and
+    ``lift_fresh`` (a tensor built from Python data inside the loss: a host-to-device copy on
+    CUDA on every call)."""
+
+    _REFUSED = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "bincount", "_unique",
+                "_unique2", "unique_dim", "unique_consecutive", "unique_dim_consecutive", "lift_fresh",
+                "lift_fresh_copy"}
+
+    def __init__(self, trusted):
+        super().__init__()
+        self.trusted = trusted
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.trusted[0]:
+            name = func.overloadpacket.__name__
+            if name in self._REFUSED:
+                raise AssertionError(f"host read of tensor values: aten.{name}")
+            if name in ("index", "index_put", "index_put_", "_index_put_impl_") and len(args) > 1:
+                if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+                    raise AssertionError("host read of tensor values: boolean-mask indexing")
+            if name == "repeat_interleave" and func == torch.ops.aten.repeat_interleave.Tensor \
+                    and kwargs.get("output_size") is None:
                 raise AssertionError("host read of tensor values: repeat_interleave without output_size")
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
 def _no_host_reads(monkeypatch=None):
-    with _RefuseHostReads():
+    """A CPU stand-in for ``torch.cuda.set_sync_debug_mode("error")``: a torch-function mode for
+    Python-level reads and a dispatch mode for aten-level ones (not a monkeypatch of
+    ``torch.Tensor``, which would change how CPython sees every tensor afterwards)."""
+    trusted = [0]
+    with _RefuseHostReadsPython(trusted), _RefuseHostReadsATen(trusted):
         yield
 
 
 def test_no_host_reads_catches_host_reads(monkeypatch):
     x = torch.randn(5)
+    w = torch.randn(5, requires_grad=True)
+    idx = torch.tensor([0, 1])
     for read in (lambda: bool(x.sum() > 0), lambda: x[x > 0], lambda: x.max().item(), lambda: float(x.sum()),
                  lambda: torch.nonzero(x), lambda: x.nonzero(), lambda: torch.bincount(x.long().abs()),
                  lambda: x.tolist(), lambda: torch.repeat_interleave(x, torch.ones(5, dtype=torch.long)),
-                 lambda: int(x.long().sum()), lambda: range(10)[x.long().sum()]):
+                 lambda: int(x.long().sum()), lambda: range(10)[x.long().sum()],
+                 lambda: x + torch.tensor(2.0),  # Python data to a tensor: a host-to-device copy on CUDA
+                 lambda: w.prod(),  # its backward counts zeros on the host
+                 lambda: _BackwardRead.apply(w).sum().backward()):
         with _no_host_reads(monkeypatch):
             with pytest.raises(AssertionError, match="host read"):
                 read()
-    with _no_host_reads(monkeypatch):  # what stays allowed: slicing, integer-tensor indexing
+    idx = torch.tensor([0, 1])
+    with _no_host_reads(monkeypatch):  # what stays allowed: slicing, integer-tensor indexing, one_hot
         x[1:3]
-        x[torch.tensor([0, 1])]
+        x[idx]
         torch.repeat_interleave(x, torch.ones(5, dtype=torch.long), output_size=5)
+        torch.nn.functional.one_hot(idx, 3)
+        w.detach().prod()
+        (w * 2).sum().backward()
+
+
+class _BackwardRead(torch.autograd.Function):
+    """A backward that reads a value on the host: caught although no Python code of the loss runs."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return w * 1
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.nonzero().new_ones(g.shape, dtype=g.dtype)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -273,6 +333,77 @@ def test_device_paths_match_and_read_nothing_on_the_host(name, monkeypatch):
         _close(got, want, what="device paths vs eager CPU paths")
         for a, b in zip(got_grads, want_grads):
             _close(a, b, what="gradient, device paths vs eager CPU paths")
+
+
+class _RefuseHostDataPython(TorchFunctionMode):
+    """``torch.tensor``/``as_tensor``/``asarray`` of Python data straight onto a device (the
+    copy happens below the dispatcher, so only the Python call shows it)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in ("tensor", "as_tensor", "asarray") and args \
+                and not isinstance(args[0], torch.Tensor) and kwargs.get("device") is not None \
+                and torch.device(kwargs["device"]).type != "cpu":
+            raise AssertionError(f"host-to-device copy: torch.{func.__name__} of Python data inside the loss")
+        return func(*args, **kwargs)
+
+
+class _RefuseHostDataATen(TorchDispatchMode):
+    """With the loss on the ``meta`` device standing in for an accelerator: refuse every copy of
+    CPU data to it and every tensor built from Python data (each is a host-to-device copy, a
+    synchronising ``cudaMemcpy`` from pageable memory, on every call on CUDA)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in ("lift_fresh", "lift_fresh_copy"):
+            raise AssertionError("host-to-device copy: a tensor built from Python data inside the loss")
+        if name in ("_to_copy", "copy_", "_copy_from", "_copy_from_and_resize"):
+            devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+            to = kwargs.get("device")
+            if "cpu" in devices and ("meta" in devices or (to is not None and torch.device(to).type == "meta")):
+                shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
+                raise AssertionError(f"host-to-device copy of a CPU tensor {shapes} inside the loss")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _refuse_host_to_device():
+    with _RefuseHostDataPython(), _RefuseHostDataATen():
+        yield
+
+
+def _to_meta(args, kwargs):
+    def move(t):
+        return t.detach().to("meta").requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_host_to_device_copies_per_call(name):
+    """On a device that is not the CPU (``meta`` here, so CI needs no GPU), forward and backward
+    copy no host data to the device after a warm-up call: class statistics live in buffers or in
+    the per-device cache, and scalars stay Python numbers."""
+    spec = SPECS[name]
+    mod = _module(name, spec, "meta")
+    functional = _functional(spec)
+    for fn in [mod] + ([functional] if functional is not None else []):
+        args, kwargs = _to_meta(*_inputs(spec, N, "cpu", seed=5))
+        fn(*args, **kwargs)  # warm-up: fills the per-device caches
+        args, kwargs = _to_meta(*_inputs(spec, N, "cpu", seed=4))
+        with _refuse_host_to_device():
+            loss = fn(*args, **kwargs)
+            _grads(loss, args, kwargs)
+
+
+def test_no_host_to_device_copies_catches_copies():
+    x = torch.randn(3, device="meta", requires_grad=True)
+    for copy_in in (lambda: x + torch.tensor([1.0, 2.0, 3.0]).to(x.device), lambda: x * torch.tensor(2.0, device="meta"),
+                    lambda: x + torch.ones(3).to(device=x.device, dtype=x.dtype)):
+        with _refuse_host_to_device(), pytest.raises(AssertionError, match="host-to-device"):
+            copy_in()
+    with _refuse_host_to_device():  # what stays allowed: Python scalars, tensors made on the device
+        (x * 2.0 + torch.ones(3, device="meta")).sum().backward()
 
 
 # ----------------------------------------------------------------------------- CUDA only

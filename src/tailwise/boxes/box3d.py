@@ -50,14 +50,19 @@ def _check_order(boxes: Tensor, name: str, validate: bool) -> None:
         assert_values(ok, f"{name} has an inverted box (x2 < x1, y2 < y1 or z2 < z1) or a non-finite coordinate")
 
 
+def _volume(extent: Tensor) -> Tensor:
+    # not ``prod(-1)``: its backward counts the zeros on the host (a sync on CUDA every step)
+    return extent[..., 0] * extent[..., 1] * extent[..., 2]
+
+
 def _terms(a: Tensor, b: Tensor, eps: float) -> _Terms3D:
     lo = torch.maximum(a[..., :3], b[..., :3])
     hi = torch.minimum(a[..., 3:], b[..., 3:])
-    inter = (hi - lo).clamp_min(0).prod(-1)
-    vol_a = (a[..., 3:] - a[..., :3]).prod(-1)
-    vol_b = (b[..., 3:] - b[..., :3]).prod(-1)
+    inter = _volume((hi - lo).clamp_min(0))
+    vol_a = _volume(a[..., 3:] - a[..., :3])
+    vol_b = _volume(b[..., 3:] - b[..., :3])
     union = vol_a + vol_b - inter + eps
-    hull = (torch.maximum(a[..., 3:], b[..., 3:]) - torch.minimum(a[..., :3], b[..., :3])).prod(-1) + eps
+    hull = _volume(torch.maximum(a[..., 3:], b[..., 3:]) - torch.minimum(a[..., :3], b[..., :3])) + eps
     return _Terms3D(inter, union, hull)
 
 

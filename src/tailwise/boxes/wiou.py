@@ -62,13 +62,14 @@ def _base_and_iou_loss(p: Tensor, t: Tensor, base: str, eps: float):
 def _focus(loss: Tensor, l_iou: Tensor, iou_mean: Tensor, version: str, alpha: float, delta: float) -> Tensor:
     if version == "v1":
         return loss
-    beta = l_iou.detach() / iou_mean.to(l_iou.dtype)
+    # a float mean stays a Python number: a tensor made from it would be copied to the device per call
+    beta = l_iou.detach() / (iou_mean.to(device=l_iou.device, dtype=l_iou.dtype) if isinstance(iou_mean, Tensor)
+                             else iou_mean)
     if version == "v2":
         # monotonic focusing (L_IoU* / mean)^gamma with the code's gamma = 0.5
         return loss * beta.sqrt()
     # non-monotonic: r = beta / (delta alpha^(beta - delta)), r = 1 at beta = delta
-    return loss * (beta / (delta * torch.pow(torch.as_tensor(alpha, dtype=beta.dtype, device=beta.device),
-                                             beta - delta)))
+    return loss * (beta / (delta * torch.pow(alpha, beta - delta)))
 
 
 @float32_compute
@@ -117,11 +118,11 @@ def wiou_loss(input: Tensor, target: Tensor, *, version: str = "v3", iou_mean: O
             raise ValueError(f"iou_mean (the running mean of 1 - IoU) is required for version={version!r}; "
                              f"use tailwise.WIoULoss to keep it")
         if not isinstance(iou_mean, Tensor):
-            iou_mean = torch.as_tensor(float(iou_mean))
+            iou_mean = float(iou_mean)
     p, t = check_pair(input, target, box_format, validate)
     loss, l_iou = _base_and_iou_loss(p, t, base, eps)
     if version != "v1":
-        loss = _focus(loss, l_iou, iou_mean.to(loss.device), version, alpha, delta)
+        loss = _focus(loss, l_iou, iou_mean, version, alpha, delta)
     return reduce_loss(loss, reduction, sample_weight)
 
 
@@ -165,7 +166,7 @@ class WIoULoss(Loss):
     def _update(self, input: Tensor, target: Tensor) -> None:
         p, t = check_pair(input, target, self.box_format, False)
         l_iou = _base_and_iou_loss(p.float(), t.float(), "iou", self.eps)[1].reshape(-1)
-        stats = all_reduce_sum(torch.stack([l_iou.sum(), torch.tensor(float(l_iou.numel()), device=l_iou.device)]))
+        stats = all_reduce_sum(torch.stack([l_iou.sum(), l_iou.new_full((), float(l_iou.numel()))]))
         mean = stats[0] / stats[1].clamp_min(1)
         # an empty batch (on every rank) leaves the mean as it is, without a host branch
         new = (1 - self.momentum) * self.iou_mean + self.momentum * mean.to(self.iou_mean.dtype)

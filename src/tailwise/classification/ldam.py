@@ -13,7 +13,7 @@ from .._base import Loss
 from .._precision import float32_compute
 from .._validation import check_class_counts, check_positive
 from ..registry import register_loss
-from ._common import check_index_target, check_logits
+from ._common import check_index_target, check_logits, from_counts
 from .class_balanced import class_balanced_weights
 from .cross_entropy import cross_entropy_loss
 
@@ -31,7 +31,10 @@ def ldam_margins(class_counts, max_m: float = 0.5) -> Tensor:
     """
     device = class_counts.device if isinstance(class_counts, Tensor) else None
     counts = check_class_counts(class_counts, device=device)
-    max_m = check_positive(max_m, "max_m")
+    return _margins(counts, check_positive(max_m, "max_m"))
+
+
+def _margins(counts: Tensor, max_m: float) -> Tensor:
     m = counts.pow(-0.25)
     return m * (max_m / m.max())
 
@@ -82,9 +85,10 @@ def ldam_loss(input: Tensor, target: Tensor, class_counts, *, max_m: float = 0.5
     """
     check_logits(input, exact_2d=True)
     check_index_target(input, target, ignore_index=ignore_index)
-    margins = ldam_margins(class_counts, max_m)
-    if margins.numel() != input.shape[1]:
-        raise ValueError(f"class_counts must have one entry per class ({input.shape[1]}), got {margins.numel()}")
+    max_m = check_positive(max_m, "max_m")
+    # host counts become margins on the input's device once (cached), not a copy per call
+    margins = from_counts(class_counts, input.shape[1], input, ("ldam", max_m),
+                          lambda counts: _margins(counts, max_m))
     s = check_positive(s, "s")
     return _ldam(input, target, margins, s, class_weight, ignore_index, reduction, sample_weight)
 

@@ -13,7 +13,7 @@ from .._validation import (_check_number, check_class_counts, check_class_indice
                            check_probability, check_reduction)
 from ..kernels.linear_ce import linear_cross_entropy
 from ..registry import register_loss
-from ._common import check_per_class
+from ._common import check_per_class, from_counts
 
 __all__ = ["linear_cross_entropy_loss", "LinearCrossEntropyLoss"]
 
@@ -102,8 +102,9 @@ def linear_cross_entropy_loss(input: Tensor, weight: Tensor, target: Tensor, bia
     offset = None
     if class_counts is not None:
         tau = _check_number(tau, "tau")
-        counts = check_class_counts(class_counts, c)
-        offset = (torch.log(counts / counts.sum()) * tau).to(dtype=cdt, device=input.device)
+        # host counts become the offset on the input's device once (cached), not a copy per call
+        offset = from_counts(class_counts, c, like, ("linear_ce_prior", tau),
+                             lambda counts: torch.log(counts / counts.sum()) * tau)
     cw = None if class_weight is None else check_per_class(class_weight, c, "class_weight", like=like)
     # the matmuls run in the dtype of input/weight (pass bf16 tensors for bf16 matmuls), not autocast's
     with autocast_disabled():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -32,7 +33,8 @@ def _seesaw_logits(input: Tensor, target: Tensor, cum_samples: Tensor, p: float,
     if q > 0:
         # compensation from the detached scores: C_ij = (s_j / s_i)^q where s_j > s_i
         logp = F.log_softmax(input.detach(), dim=1)
-        log_self = logp.gather(1, target.unsqueeze(1)).clamp_min(torch.log(torch.tensor(eps, dtype=logp.dtype)))
+        # log(eps) as a Python number: a CPU tensor bound is an error on CUDA, and a device one a copy
+        log_self = logp.gather(1, target.unsqueeze(1)).clamp_min(math.log(eps))
         log_w = log_w + q * (logp - log_self).clamp_min(0)
     return input + log_w * (1 - onehot)
 

@@ -65,10 +65,15 @@ def _class_sums(features: Tensor, target: Tensor, num_classes: int, ignore_index
         t = torch.where(keep, t, torch.zeros_like(t))
         f = torch.where(keep.unsqueeze(1), f, torch.zeros_like(f))  # where, not *: a NaN there stays out
         ones = keep.to(f.dtype)
-    sums = f.new_zeros(num_classes, d).index_add(0, t, f)
-    # index_add, not bincount: bincount reads the maximum label on the host (a sync on CUDA)
-    counts = f.new_zeros(num_classes).index_add(0, t, ones)
-    return sums, counts
+    if host_selection(t):
+        sums = f.new_zeros(num_classes, d).index_add(0, t, f)
+        # index_add, not bincount: bincount reads the maximum label on the host (a sync on CUDA)
+        counts = f.new_zeros(num_classes).index_add(0, t, ones)
+        return sums, counts
+    # on accelerators index_add accumulates with atomics, so two identical calls can differ in the
+    # last bit; the one-hot product is deterministic (and uses TF32 only if the user enabled it)
+    onehot_t = F.one_hot(t, num_classes).to(f.dtype).transpose(0, 1)  # (K, N*L)
+    return onehot_t @ f, onehot_t @ ones
 
 
 _ETF_CACHE: dict = {}
