@@ -503,7 +503,7 @@ NEW_OPTIONS = [dict(soft_label=True, smooth_nr=0.0, smooth_dr=0.1),
 def test_device_paths_compile_and_no_host_reads(fn, kw):
     """The new options on the code paths CUDA takes: same value and gradient, no host read of
     tensor values, and ``torch.compile(fullgraph=True)`` traces them."""
-    from test_contract import _RefuseHostReads
+    from test_contract import _no_host_reads
     from tailwise._validation import _device_paths
 
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
@@ -515,7 +515,7 @@ def test_device_paths_compile_and_no_host_reads(fn, kw):
         (gw,) = torch.autograd.grad(want, x)
         with _device_paths():
             fn(x, tgt, **kw, **extra)
-            with _RefuseHostReads():
+            with _no_host_reads():
                 got = fn(x, tgt, **kw, **extra)
                 (gg,) = torch.autograd.grad(got, x)
         close(got, want, tol=1e-6)
@@ -526,7 +526,7 @@ def test_device_paths_compile_and_no_host_reads(fn, kw):
     if fn is dice_ce_loss:
         for act in ("sigmoid", "none"):
             want = fn(x, t, dice_activation=act, soft_label=True)
-            with _device_paths(), _RefuseHostReads():
+            with _device_paths(), _no_host_reads():
                 close(fn(x, t, dice_activation=act, soft_label=True), want, tol=1e-6)
 
 
