@@ -45,6 +45,17 @@ def _torchvision_sigmoid_focal(x, t, alpha=0.25, gamma=2.0):
     return (alpha_t * loss).mean()
 
 
+def _textbook_sigmoid_focal_pos_weight(x, t, pos_weight, alpha=0.25, gamma=2.0):
+    """BCEWithLogits(pos_weight) then torchvision's focal factor and alpha_t, reduction='mean'."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none", pos_weight=pos_weight)
+    p_t = p * t + (1 - p) * (1 - t)
+    return ((alpha * t + (1 - alpha) * (1 - t)) * ce * (1 - p_t) ** gamma).mean()
+
+
 def _build(name, z0, y, onehot):
     import torch.nn.functional as F
 
@@ -62,10 +73,18 @@ def _build(name, z0, y, onehot):
         return lambda z: TF.sigmoid_focal_loss(z, onehot)
     if name == "sigmoid_focal_textbook":
         return lambda z: _torchvision_sigmoid_focal(z, onehot)
+    if name in ("sigmoid_focal_pw", "sigmoid_focal_pw_textbook"):
+        import torch
+
+        pw = torch.linspace(0.5, 20.0, z0.shape[1])
+        if name == "sigmoid_focal_pw":
+            return lambda z: TF.sigmoid_focal_loss(z, onehot, pos_weight=pw)
+        return lambda z: _textbook_sigmoid_focal_pos_weight(z, onehot, pw)
     raise ValueError(name)
 
 
-_CASES = ("ce", "focal", "focal_textbook", "bce", "sigmoid_focal", "sigmoid_focal_textbook")
+_CASES = ("ce", "focal", "focal_textbook", "bce", "sigmoid_focal", "sigmoid_focal_textbook", "sigmoid_focal_pw",
+          "sigmoid_focal_pw_textbook")
 
 
 def _median_time_and_peak(run, reps):
@@ -122,15 +141,20 @@ def focal_rows(n=65536, c=1000, reps=3):
     label = {"ce": "F.cross_entropy", "focal": "tailwise focal_loss (fused)",
              "focal_textbook": "textbook softmax focal (autograd)",
              "bce": "F.binary_cross_entropy_with_logits", "sigmoid_focal": "tailwise sigmoid_focal_loss",
-             "sigmoid_focal_textbook": "torchvision formula (autograd)"}
+             "sigmoid_focal_textbook": "torchvision formula (autograd)",
+             "sigmoid_focal_pw": "tailwise sigmoid_focal, pos_weight", "sigmoid_focal_pw_textbook":
+             "BCE(pos_weight) * focal (autograd)"}
     for title, names, ref in [("softmax focal (gamma=2)", ("ce", "focal", "focal_textbook"), "ce"),
                               ("sigmoid focal (alpha=0.25, gamma=2), one-hot targets",
-                               ("bce", "sigmoid_focal", "sigmoid_focal_textbook"), "sigmoid_focal_textbook")]:
+                               ("bce", "sigmoid_focal", "sigmoid_focal_textbook"), "sigmoid_focal_textbook"),
+                              ("sigmoid focal with pos_weight (C,) (torch Function), one-hot targets",
+                               ("sigmoid_focal", "sigmoid_focal_pw", "sigmoid_focal_pw_textbook"),
+                               "sigmoid_focal_pw_textbook")]:
         res = {name: _run_in_subprocess("_focal_case", name, n, c, reps) for name in names}
         print(f"\n{title}, N={n}, C={c}, forward+backward (median of {reps}), float32 CPU")
-        print(f"{'implementation':<36}{'time [s]':>10}{'x ' + ref:>26}{'peak +RSS [MiB]':>17}")
+        print(f"{'implementation':<36}{'time [s]':>10}{'x ' + ref:>34}{'peak +RSS [MiB]':>17}")
         for name, (t, mem) in res.items():
-            print(f"{label[name]:<36}{t:>10.3f}{t / res[ref][0]:>26.2f}{mem:>17.0f}")
+            print(f"{label[name]:<36}{t:>10.3f}{t / res[ref][0]:>34.2f}{mem:>17.0f}")
 
 
 # ============================================================================================

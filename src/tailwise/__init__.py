@@ -22,8 +22,8 @@ from . import (boxes, classification, contrastive, data, distributed, functional
 from ._validation import validation
 from ._version import __version__
 from .boxes import (
-    box_convert, box_iou, box_iou_3d, CDIoULoss, CIoULoss, DIoULoss, distance_box_iou, EIoULoss,
-    FocalEIoULoss, generalized_box_iou, generalized_box_iou_3d, get_box_backend, GIoU3DLoss,
+    box_convert, box_iou, box_iou_3d, CDIoULoss, CIoULoss, complete_box_iou, DIoULoss, distance_box_iou,
+    EIoULoss, FocalEIoULoss, generalized_box_iou, generalized_box_iou_3d, get_box_backend, GIoU3DLoss,
     GIoULoss, IoU3DLoss, IoULoss, set_box_backend, wiou_momentum, WIOU_PRESETS, WIoULoss,
 )
 from .classification import (
@@ -62,8 +62,8 @@ __all__ = [
     # registry and validation mode
     "build_loss", "describe_losses", "get_loss_class", "list_losses", "register_loss", "validation",
     # boxes
-    "box_convert", "box_iou", "box_iou_3d", "CDIoULoss", "CIoULoss", "DIoULoss", "distance_box_iou",
-    "EIoULoss", "FocalEIoULoss", "generalized_box_iou", "generalized_box_iou_3d", "get_box_backend",
+    "box_convert", "box_iou", "box_iou_3d", "CDIoULoss", "CIoULoss", "complete_box_iou", "DIoULoss",
+    "distance_box_iou", "EIoULoss", "FocalEIoULoss", "generalized_box_iou", "generalized_box_iou_3d", "get_box_backend",
     "GIoU3DLoss", "GIoULoss", "IoU3DLoss", "IoULoss", "set_box_backend", "wiou_momentum",
     "WIOU_PRESETS", "WIoULoss",
     # classification

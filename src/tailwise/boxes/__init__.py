@@ -17,11 +17,11 @@ from .diou import DIoULoss
 from .eiou import EIoULoss, FocalEIoULoss
 from .giou import GIoULoss
 from .iou import IoULoss
-from .pairwise import box_iou, distance_box_iou, generalized_box_iou
+from .pairwise import box_iou, complete_box_iou, distance_box_iou, generalized_box_iou
 from .box3d import GIoU3DLoss, IoU3DLoss, box_iou_3d, generalized_box_iou_3d
 from .wiou import WIOU_PRESETS, WIoULoss, wiou_momentum
 
 __all__ = ["IoULoss", "GIoULoss", "DIoULoss", "CIoULoss", "EIoULoss", "FocalEIoULoss", "CDIoULoss",
-           "box_iou", "generalized_box_iou", "distance_box_iou", "box_convert", "set_box_backend",
+           "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou", "box_convert", "set_box_backend",
            "get_box_backend", "WIoULoss", "WIOU_PRESETS", "wiou_momentum",
            "IoU3DLoss", "GIoU3DLoss", "box_iou_3d", "generalized_box_iou_3d"]

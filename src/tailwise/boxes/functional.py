@@ -6,10 +6,10 @@ from .diou import diou_loss
 from .eiou import eiou_loss, focal_eiou_loss
 from .giou import giou_loss
 from .iou import iou_loss
-from .pairwise import box_iou, distance_box_iou, generalized_box_iou
+from .pairwise import box_iou, complete_box_iou, distance_box_iou, generalized_box_iou
 
 __all__ = ["iou_loss", "giou_loss", "diou_loss", "ciou_loss", "eiou_loss", "focal_eiou_loss",
-           "cdiou_loss", "box_iou", "generalized_box_iou", "distance_box_iou"]
+           "cdiou_loss", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou"]
 
 from .wiou import wiou_loss, wiou_momentum  # noqa: E402
 
