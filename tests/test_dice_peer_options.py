@@ -186,8 +186,10 @@ def test_kornia_weights(avg):
     labels = T([0, 1, 2, 2]).expand((4, 1, -1))
     for w, expected in (([1.0, 0.0, 0.0], 0.0), ([0.0, 1.0, 0.0], 1.0), ([0.0, 0.0, 1.0], 0.2)):
         close(dice_loss(logits, labels, average=avg, class_weight=T(w), **KORNIA), expected)
-    # non-binary weights: kornia's closed forms (micro: the Dice of w p and w y)
-    expected = 0.7 if avg == "macro" else 1.0 - 2.0 * (0.3 * 1) ** 2 / (0.3 * (2 + 0) + 0.7 * (0 + 1) + EPS)
+    # non-binary weights, per image: class 0 right on its pixel, class 1's pixel predicted as 2.
+    # macro: kornia's test value. micro: kornia 0.9.0's 2 sum(w p y) / sum(w (p + y)) (its test
+    # still wrote kornia 0.8's (w tp)^2 intersection, which 0.9.0's code no longer computes)
+    expected = 0.7 if avg == "macro" else 1.0 - 2.0 * (0.3 * 1) / (0.3 * (2 + 0) + 0.7 * (0 + 1) + EPS)
     close(dice_loss(logits, labels, average=avg, class_weight=T([0.3, 0.7, 0.0]), **KORNIA), expected)
 
 
@@ -221,14 +223,13 @@ def _naive(p, y, m=None, *, kind="dice", soft_label=False, average="macro", w=No
     w = np.ones(c) if w is None else np.asarray(w, np.float64)
     if not include_background:
         p, y, w = p[:, 1:], y[:, 1:], w[1:]
-    if average == "micro":
-        p, y = p * w[None, :, None], y * w[None, :, None]
-        p, y = p.reshape(p.shape[0], 1, -1), y.reshape(y.shape[0], 1, -1)
     if soft_label:
         tp = ((np.abs(p) + np.abs(y) - np.abs(p - y)) / 2).sum(-1)
         sp, sy = np.abs(p).sum(-1), np.abs(y).sum(-1)
     else:
         tp, sp, sy = (p * y).sum(-1), p.sum(-1), y.sum(-1)
+    if average == "micro":  # every class's sums counted w_c times, then pooled
+        tp, sp, sy = ((v * w).sum(-1, keepdims=True) for v in (tp, sp, sy))
     if kind == "dice":
         loss = 1 - (2 * tp + s_nr) / (sp + sy + s_dr)
     else:

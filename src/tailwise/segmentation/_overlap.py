@@ -267,13 +267,12 @@ def reduce_classes(per_class: Tensor, class_weight: Optional[Tensor], include_ba
     return (per_class * w).sum(-1) / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
 
-def pool_classes(stats: OverlapStats, class_weight: Optional[Tensor], include_background: bool,
-                 soft_label: bool) -> OverlapStats:
+def pool_classes(stats: OverlapStats, class_weight: Optional[Tensor], include_background: bool) -> OverlapStats:
     """``average="micro"``: the statistics of all classes summed into one, shape (N, 1) (or (1,)).
 
-    This is kornia's ``dice_loss(average="micro")``: the statistics of the class-weighted tensors
-    ``w_c p`` and ``w_c y``, i.e. ``tp w_c^2`` (product form; ``tp w_c`` in the semimetric form,
-    which is 1-homogeneous), ``sp w_c``, ``sy w_c``, ``sq w_c^2``, ``sy2 w_c^2``, summed over c.
+    With ``class_weight`` each class's statistics count ``w_c`` times (``sum_c w_c tp_c``,
+    ``sum_c w_c sp_c``, ...): kornia 0.9's weighted micro Dice
+    ``2 sum w p y / sum w (p + y)``.
     """
     c = stats.tp.shape[-1]
     w = _class_weight(class_weight, c, stats.tp.dtype, positive_sum=False)
@@ -283,11 +282,7 @@ def pool_classes(stats: OverlapStats, class_weight: Optional[Tensor], include_ba
         w = None if w is None else w[1:]
     if w is None:
         return OverlapStats(*(None if s is None else s.sum(-1, keepdim=True) for s in stats))
-    w2 = w * w
-    tp, sp, sy, sq, sy2 = stats
-    return OverlapStats((tp * (w if soft_label else w2)).sum(-1, keepdim=True), (sp * w).sum(-1, keepdim=True),
-                        (sy * w).sum(-1, keepdim=True), None if sq is None else (sq * w2).sum(-1, keepdim=True),
-                        None if sy2 is None else (sy2 * w2).sum(-1, keepdim=True))
+    return OverlapStats(*(None if s is None else (s * w).sum(-1, keepdim=True) for s in stats))
 
 
 def maybe_batch(stats: OverlapStats, batch: bool) -> OverlapStats:

@@ -46,9 +46,9 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
     intersection stays :math:`\sum p y`, which is MONAI's order-2 semimetric.
 
     ``average="micro"`` (kornia's default) pools all classes into one index per image:
-    :math:`1 - (2 \sum_c w_c^2 TP_c + s_{nr}) / (\sum_c w_c (\sum p_c + \sum y_c) + s_{dr})`,
-    the Dice of the class-weighted tensors ``w p`` and ``w y`` (:math:`w_c TP_c` in the
-    semimetric form, which scales linearly). kornia's ``eps`` is ``smooth_nr=0, smooth_dr=eps``.
+    :math:`1 - (2 \sum_c w_c TP_c + s_{nr}) / (\sum_c w_c (\sum p_c + \sum y_c) + s_{dr})`,
+    kornia 0.9's weighted micro Dice (kornia up to 0.8 weighted the intersection by
+    :math:`w_c^2`). kornia's ``eps`` is ``smooth_nr=0, smooth_dr=eps``.
 
     Args:
         input: scores ``(N, C, *spatial)`` (2-D, 3-D or any number of spatial dims); logits when
@@ -97,14 +97,13 @@ def dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_l
     st = overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
                        squared_pred=squared_pred, soft_label=soft_label and not squared_pred)
     per_image = dice_from_stats(st, s_nr, s_dr, squared_pred, class_weight, include_background, batch,
-                                average=average, normalize_class_weight=normalize_class_weight,
-                                soft_label=soft_label and not squared_pred)
+                                average=average, normalize_class_weight=normalize_class_weight)
     return reduce_loss(per_image, reduction, sample_weight)
 
 
 def dice_from_stats(st, smooth_nr: float, smooth_dr: float, squared_pred: bool, class_weight: Optional[Tensor],
                     include_background: bool, batch: bool, *, average: str = "macro",
-                    normalize_class_weight: bool = True, soft_label: bool = False, raw: bool = False) -> Tensor:
+                    normalize_class_weight: bool = True, raw: bool = False) -> Tensor:
     """Per-image Dice losses ``(N,)`` (a 0-d tensor when ``batch``) from the overlap statistics.
 
     ``raw``: the statistics come from unbounded scores (``dice_ce``'s ``dice_activation="none"``),
@@ -112,7 +111,7 @@ def dice_from_stats(st, smooth_nr: float, smooth_dr: float, squared_pred: bool, 
     """
     st = maybe_batch(st, batch)
     if average == "micro":
-        st = pool_classes(st, class_weight, include_background, soft_label)
+        st = pool_classes(st, class_weight, include_background)
         class_weight, include_background = None, True
     denom = (st.sq + st.sy2) if squared_pred else (st.sp + st.sy)
     denom = denom + smooth_dr

@@ -110,8 +110,7 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
         check_class_weight_shape(class_weight, input.shape[1])
         ce_sum, ce_norm = _ce_per_image(input, target, mode, class_weight, ignore_index)
     dice = dice_from_stats(st, s_nr, s_dr, squared_pred, class_weight, include_background, batch,
-                           average=average, normalize_class_weight=normalize_class_weight, soft_label=soft,
-                           raw=act == "none")
+                           average=average, normalize_class_weight=normalize_class_weight, raw=act == "none")
     if batch or (reduction == "mean" and sample_weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)

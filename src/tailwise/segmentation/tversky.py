@@ -25,7 +25,7 @@ def _tversky_index(input, target, *, mode, from_logits, alpha, beta, smooth_nr, 
     st = maybe_batch(overlap_stats(input, target, mode=mode, from_logits=from_logits,
                                    ignore_index=ignore_index, soft_label=soft_label), batch)
     if average == "micro":
-        st = pool_classes(st, class_weight, include_background, soft_label)
+        st = pool_classes(st, class_weight, include_background)
         class_weight, include_background = None, True
     fp = st.sp - st.tp
     fn = st.sy - st.tp
