@@ -210,6 +210,28 @@ def test_supcon_anchor_without_positives_is_zero_not_nan():
     assert ref[0].item() == 0.0
 
 
+@pytest.mark.parametrize("mode", ["all", "one"])
+def test_supcon_reference_set(mode):
+    # local anchors against a separate labelled set: the general (non-symmetric) kernel, no excluded column
+    n, m = 11, 19
+    y, ry = torch.randint(0, 4, (n,)), torch.randint(0, 5, (m,))
+    _compare(lambda z, r: supcon_loss(z, y, ref_features=r, ref_labels=ry, contrast_mode=mode, temperature=0.1),
+             _unit(n, 2, 7), _unit(m, 7))
+
+
+def test_supcon_reference_set_same_label_tensor_excludes_row_i():
+    n = 13
+    y = torch.randint(0, 3, (n,))
+    _compare(lambda z, r: supcon_loss(z, y, ref_features=r, ref_labels=y, temperature=0.2, zero_if_no_negatives=True),
+             _unit(n, 2, 6), _unit(n, 6))
+
+
+def test_supcon_zero_if_no_negatives_through_the_kernel():
+    y = torch.zeros(9, dtype=torch.long)
+    ref = _compare(lambda z: supcon_loss(z, y, zero_if_no_negatives=True), _unit(9, 2, 5))
+    assert ref[0].item() == 0.0
+
+
 def test_info_nce_nt_xent_and_queue():
     _compare(lambda z: info_nce_loss(z, temperature=0.2), _unit(9, 2, 7))
     queue = _unit(23, 7)

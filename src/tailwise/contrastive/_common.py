@@ -209,3 +209,28 @@ def supcon_from_parts(lse: Tensor, pos_dot: Tensor, pos_cnt: Tensor, scale: floa
     # where() keeps gradient 0 (not NaN) on the masked rows: both branches are finite there
     safe_lse = torch.where(has, lse, torch.zeros_like(lse))
     return torch.where(has, safe_lse - mean_pos, torch.zeros_like(lse))
+
+
+def any_label_differs(*labels: Tensor):
+    """Device-side ``bool`` tensor: do the label sets hold two different labels between them?
+
+    With every set non-empty, this is "is there a negative pair": the only way every (anchor,
+    contrast) pair shares a label is one label throughout. ``False`` (a Python bool) when a set is
+    empty (no pair at all). Linear in the sizes, no ``(N, M)`` comparison, no host read.
+    """
+    if any(lab.numel() == 0 for lab in labels):
+        return False
+    allv = torch.cat([lab.reshape(-1) for lab in labels])
+    return (allv != allv[0]).any()
+
+
+def zero_unless(loss: Tensor, cond) -> Tensor:
+    """``loss`` where ``cond`` holds, else ``0 * loss`` (0 with a graph and a zero gradient).
+
+    ``cond`` is a Python bool or a device-side bool tensor: ``torch.where`` on the device, never
+    ``if bool(cond)``, so no host synchronisation. ``0 * loss`` rather than a constant keeps a
+    non-finite loss non-finite (a finite loss never hides NaN inputs).
+    """
+    if isinstance(cond, bool):
+        return loss if cond else loss * 0
+    return torch.where(cond, loss, loss * 0)

@@ -12,8 +12,9 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_positive, check_tensor
 from ..registry import register_loss
-from ._common import (as_views, check_features, check_labels, contrastive_rows, flatten_views, gather,
-                      keeps_feature_dtype, supcon_from_parts)
+from ..distributed import all_gather_no_grad, all_reduce_sum, is_dist_initialized
+from ._common import (any_label_differs, as_views, check_features, check_labels, contrastive_rows, flatten_views,
+                      gather, keeps_feature_dtype, supcon_from_parts, zero_unless)
 
 __all__ = ["supcon_loss", "SupConLoss"]
 
@@ -34,7 +35,8 @@ def _anchor_layout(local: Tensor, n_all: int, offset: int, contrast_mode: str):
 def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None, *,
                 temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
                 normalize: bool = False, gather_distributed: bool = False, sample_weight: Optional[Tensor] = None,
-                reduction: str = "mean", chunk_size: Optional[int] = None) -> Tensor:
+                reduction: str = "mean", chunk_size: Optional[int] = None, ref_features: Optional[Tensor] = None,
+                ref_labels: Optional[Tensor] = None, zero_if_no_negatives: bool = False) -> Tensor:
     r"""Supervised contrastive loss, Khosla et al. NeurIPS 2020 (arXiv 2004.11362).
 
     For every anchor :math:`i` (all ``V * N`` views with ``contrast_mode="all"``, view 0 with
@@ -70,6 +72,30 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
         reduction: ``"mean"`` (reference), ``"sum"`` or ``"none"`` (``(N,)``: each sample's loss
             averaged over its anchor views, so ``mean`` equals the reference's mean over anchors).
         chunk_size: rows per block of the fused logsumexp (default: about 4M elements per block).
+        ref_features: optional ``(M, D)`` labelled reference set (pytorch-metric-learning's
+            ``ref_emb``). The anchors are still ``features`` (every view, or view 0 with
+            ``contrast_mode="one"``), but the contrast set :math:`A(i)` is the reference set and
+            :math:`P(i)` its rows with the anchor's label. Nothing is excluded from :math:`A(i)`
+            unless ``ref_labels is labels`` (the same tensor object): then, as pytorch-metric-learning
+            (``get_matches_and_diffs``: ``if ref_labels is labels``), reference row ``i`` is left
+            out for the anchors of sample ``i`` (``M`` then equals ``N``). Needs ``labels``; not
+            combinable with ``mask`` (``ValueError``). With ``gather_distributed=True`` the
+            reference set is all-gathered (with gradient) like ``features`` in PML's
+            ``DistributedLossWrapper``: local anchors against the global reference set.
+        ref_labels: ``(M,)`` integer labels of ``ref_features`` (given together with it).
+        zero_if_no_negatives: return 0 (with a graph, gradient 0) when the batch has no negative
+            pair at all, i.e. every contrast row shares the anchor's label, as
+            pytorch-metric-learning's ``SupConLoss`` does; by default (SupContrast) such a batch
+            still gives :math:`\ell_i = \mathrm{LSE}_{p}(z_i\cdot z_p/\tau) - \mathrm{mean}_p(z_i\cdot
+            z_p/\tau) \ge 0`. "The batch" is the global one under ``gather_distributed`` (labels
+            are gathered anyway; an explicit ``mask`` costs one all-reduce of a flag). A contrast
+            column is a negative when it is not the anchor itself and its positive weight (label
+            match or ``mask`` entry) is 0. Decided on the device (``torch.where``), no host sync.
+
+    pytorch-metric-learning's ``SupConLoss(temperature=t)`` is ``supcon_loss(features, labels,
+    temperature=t, base_temperature=t, normalize=True, zero_if_no_negatives=True,
+    reduction="none")`` averaged over its non-zero entries (its ``AvgNonZeroReducer``);
+    tailwise's ``"mean"`` averages over every anchor, as SupContrast does.
 
     Example:
         >>> import torch, torch.nn.functional as F
@@ -81,18 +107,30 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
     t = check_positive(temperature, "temperature")
     tb = check_positive(base_temperature, "base_temperature")
     check_choice(contrast_mode, "contrast_mode", ("all", "one"))
+    # pytorch-metric-learning's self-exclusion test is object identity of the label tensors:
+    # decide it before any conversion can make a copy
+    ref_is_batch = ref_labels is not None and ref_labels is labels
     feats = as_views(check_features(features, normalize=normalize))
     n, v, _ = feats.shape
     if labels is not None and mask is not None:
         raise ValueError("pass labels or mask, not both")
     if labels is not None:
         labels = check_labels(labels, n)
+    if ref_features is not None or ref_labels is not None:
+        per_anchor, n_anchor_views, has_neg = _supcon_ref(
+            feats, labels, mask, ref_features, ref_labels, ref_is_batch, t, contrast_mode, normalize,
+            gather_distributed, chunk_size, zero_if_no_negatives)
+        per_sample = per_anchor.view(n_anchor_views, n).mean(0) * (t / tb)
+        if zero_if_no_negatives:
+            per_sample = zero_unless(per_sample, has_neg)
+        return reduce_loss(per_sample, reduction, sample_weight)
     feats_all, labels_all, offset = gather(feats, labels, gather_distributed)
     n_all = feats_all.shape[0]
     contrast = flatten_views(feats_all)
     anchors, self_idx, n_anchor_views = _anchor_layout(feats, n_all, offset, contrast_mode)
     # unsharded "all": the anchors are the contrast rows (the Triton backward then takes one pass)
     sym = contrast_mode == "all" and n_all == n
+    has_neg = False
     if mask is not None:
         check_tensor(mask, "mask", ndim=2)
         if tuple(mask.shape) != (n, n_all):
@@ -107,6 +145,12 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
         pos_vec = pos_vec.repeat(n_anchor_views, 1) - anchors * diag.repeat(n_anchor_views)[:, None]
         dot = (anchors * pos_vec).sum(-1)
         cnt = (v * m.sum(1) - diag).repeat(n_anchor_views)
+        if zero_if_no_negatives:
+            # negatives of sample i's anchors: the V views of every zero-weight column, but never the anchor
+            neg = v * (m == 0).sum(1) - (diag == 0).to(torch.long)
+            has_neg = (neg > 0).any()
+            if gather_distributed and is_dist_initialized():
+                has_neg = all_reduce_sum(has_neg.to(torch.float32)) > 0
     else:
         if labels is None:
             # SimCLR: every sample is its own class
@@ -115,27 +159,76 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
         lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx,
                                          a_lab=labels.repeat(n_anchor_views), c_lab=labels_all.repeat(v),
                                          positives=True, symmetric=sym, chunk_size=chunk_size)
+        if zero_if_no_negatives:
+            # every sample's views are anchors and contrast rows: a negative pair is two labels
+            has_neg = any_label_differs(labels_all)
     per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t) * (t / tb)
     per_sample = per_anchor.view(n_anchor_views, n).mean(0)
+    if zero_if_no_negatives:
+        per_sample = zero_unless(per_sample, has_neg)
     return reduce_loss(per_sample, reduction, sample_weight)
+
+
+def _supcon_ref(feats: Tensor, labels: Optional[Tensor], mask: Optional[Tensor], ref_features, ref_labels,
+                ref_is_batch: bool, t: float, contrast_mode: str, normalize: bool, gather_distributed: bool,
+                chunk_size: Optional[int], zero_if_no_negatives: bool):
+    """Anchors of ``feats`` against a labelled reference set: (per-anchor loss, anchor views, has_neg)."""
+    n, v, d = feats.shape
+    if ref_features is None or ref_labels is None:
+        raise ValueError("ref_features and ref_labels must be given together")
+    if mask is not None:
+        raise ValueError("mask cannot be combined with ref_features/ref_labels: the positives against a "
+                         "reference set come from labels and ref_labels")
+    if labels is None:
+        raise ValueError("labels are required with ref_features/ref_labels (the positives are the "
+                         "reference rows with the anchor's label)")
+    ref = check_features(ref_features, "ref_features", ndim=2, normalize=normalize)
+    if ref.shape[1] != d:
+        raise ValueError(f"ref_features must have shape (M, {d}) (the feature size of features), "
+                         f"got shape {tuple(ref.shape)}")
+    ref_lab = check_labels(ref_labels, ref.shape[0], "ref_labels", "ref_features")
+    ref_all, ref_lab_all, ref_offset = gather(ref.to(feats.dtype), ref_lab, gather_distributed)
+    if contrast_mode == "one":
+        anchors, n_anchor_views = feats[:, 0], 1
+    else:
+        anchors, n_anchor_views = flatten_views(feats), v
+    self_idx = None
+    if ref_is_batch:
+        # ref_labels is labels, so M == N here: reference row i is sample i's own row
+        self_idx = (torch.arange(n, device=feats.device) + ref_offset).repeat(n_anchor_views)
+    lse, dot, cnt = contrastive_rows(anchors, ref_all, 1.0 / t, self_idx=self_idx,
+                                     a_lab=labels.repeat(n_anchor_views), c_lab=ref_lab_all, positives=True,
+                                     chunk_size=chunk_size)
+    has_neg = False
+    if zero_if_no_negatives:
+        labels_all = labels
+        if gather_distributed and is_dist_initialized():
+            labels_all = all_gather_no_grad(labels)
+        # the excluded self column shares the anchor's label, so it never was a negative
+        has_neg = any_label_differs(labels_all, ref_lab_all)
+    return supcon_from_parts(lse, dot, cnt, 1.0 / t), n_anchor_views, has_neg
 
 
 @register_loss("supcon")
 class SupConLoss(Loss):
     r"""Supervised contrastive loss (SupCon); see :func:`tailwise.functional.supcon_loss`.
 
-    ``forward(features, labels=None, mask=None, sample_weight=None)`` with features ``(N, V, D)``.
+    ``forward(features, labels=None, mask=None, sample_weight=None, ref_features=None,
+    ref_labels=None)`` with features ``(N, V, D)`` and an optional labelled reference set
+    ``(M, D)`` / ``(M,)`` as the contrast set (pytorch-metric-learning's ``ref_emb``/``ref_labels``).
 
     Example:
         >>> import torch, torch.nn.functional as F, tailwise
         >>> crit = tailwise.SupConLoss(temperature=0.1)
         >>> z = F.normalize(torch.randn(6, 2, 8), dim=-1)
         >>> loss = crit(z, torch.tensor([0, 0, 1, 1, 2, 2]))
+        >>> bank = F.normalize(torch.randn(10, 8), dim=-1)
+        >>> loss = crit(z, torch.tensor([0, 0, 1, 1, 2, 2]), ref_features=bank, ref_labels=torch.arange(10) % 3)
     """
 
     def __init__(self, temperature: float = 0.07, base_temperature: float = 0.07, contrast_mode: str = "all",
                  normalize: bool = False, gather_distributed: bool = False, reduction: str = "mean",
-                 chunk_size: Optional[int] = None) -> None:
+                 chunk_size: Optional[int] = None, zero_if_no_negatives: bool = False) -> None:
         super().__init__(reduction)
         self.temperature = check_positive(temperature, "temperature")
         self.base_temperature = check_positive(base_temperature, "base_temperature")
@@ -144,14 +237,19 @@ class SupConLoss(Loss):
         self.normalize = normalize
         self.gather_distributed = gather_distributed
         self.chunk_size = chunk_size
+        self.zero_if_no_negatives = bool(zero_if_no_negatives)
 
     def forward(self, features: Tensor, labels: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-                sample_weight: Optional[Tensor] = None) -> Tensor:
+                sample_weight: Optional[Tensor] = None, ref_features: Optional[Tensor] = None,
+                ref_labels: Optional[Tensor] = None) -> Tensor:
         return supcon_loss(features, labels, mask, temperature=self.temperature,
                            base_temperature=self.base_temperature, contrast_mode=self.contrast_mode,
                            normalize=self.normalize, gather_distributed=self.gather_distributed,
-                           sample_weight=sample_weight, reduction=self.reduction, chunk_size=self.chunk_size)
+                           sample_weight=sample_weight, reduction=self.reduction, chunk_size=self.chunk_size,
+                           ref_features=ref_features, ref_labels=ref_labels,
+                           zero_if_no_negatives=self.zero_if_no_negatives)
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
-                f"contrast_mode={self.contrast_mode!r}, reduction={self.reduction!r}")
+                f"contrast_mode={self.contrast_mode!r}, reduction={self.reduction!r}"
+                + (", zero_if_no_negatives=True" if self.zero_if_no_negatives else ""))
