@@ -99,6 +99,24 @@ def test_probabilities_and_squared_pred(mode):
     both(F.dice_ce_loss, x, t, mode=mode, squared_pred=True)
 
 
+@pytest.mark.parametrize("mode", ["multiclass", "binary"])
+def test_peer_options_keep_the_kernel_in_agreement(mode):
+    """Issue 18's options on class-index targets: the statistics the kernel returns feed
+    soft_label / micro / unnormalised weights / split smoothing, and dice_activation feeds it
+    sigmoid probabilities or raw (negative) scores in its no-activation form."""
+    c = 1 if mode == "binary" else 4
+    x, t = inputs((3, c, 6, 5), seed=12, binary=mode == "binary")
+    w = torch.rand(c, generator=torch.Generator().manual_seed(13)) + 0.1
+    for fn in (F.dice_loss, F.tversky_loss, F.dice_ce_loss):
+        both(fn, x, t, mode=mode, soft_label=True, smooth_nr=0.0, smooth_dr=0.5)
+        both(fn, x, t, mode=mode, average="micro", class_weight=w)
+        both(fn, x, t, mode=mode, class_weight=w, normalize_class_weight=False, batch=True)
+    acts = ("sigmoid", "none") if mode == "binary" else ("sigmoid", "none", "softmax")
+    for act in acts:
+        both(F.dice_ce_loss, x, t, mode=mode, dice_activation=act)
+        both(F.dice_ce_loss, x, t, mode=mode, dice_activation=act, soft_label=True, lambda_ce=0.5)
+
+
 def test_several_tiles_per_program_and_masked_tail():
     # C = 3 -> 512 pixels per tile; 2501 pixels -> 5 tiles over 2 programs of 3 tiles per image
     # (the last program's third tile is entirely out of range)

@@ -12,7 +12,7 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_choice, check_nonnegative
 from ..registry import register_loss
-from ._overlap import maybe_batch, overlap_stats
+from ._overlap import _check_bool, maybe_batch, overlap_stats
 
 __all__ = ["generalized_dice_loss", "GeneralizedDiceLoss"]
 
@@ -35,7 +35,8 @@ def _class_weights(sy: Tensor, w_type: str, batch: bool) -> Tensor:
 @float32_compute
 def generalized_dice_loss(input: Tensor, target: Tensor, *, mode: str = "multiclass", from_logits: bool = True,
                           w_type: str = "square", smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
-                          ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
+                          soft_label: bool = False, ignore_index: Optional[int] = -100,
+                          include_background: bool = True, batch: bool = False,
                           sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Generalized Dice loss: one Dice ratio over classes with per-class weights from the target.
 
@@ -49,7 +50,9 @@ def generalized_dice_loss(input: Tensor, target: Tensor, *, mode: str = "multicl
     (``"simple"``: :math:`1/\sum_s g`; ``"uniform"``: 1). A class absent from an image would
     get an infinite weight; it gets the largest finite weight of that image instead (of the
     batch with ``batch=True``), as MONAI's ``GeneralizedDiceLoss``. Weights come from the
-    target and carry no gradient.
+    target and carry no gradient. ``soft_label=True`` takes MONAI's semimetric intersection
+    :math:`\sum_s (p + g - |p - g|)/2` in place of :math:`\sum_s p g` (equal for hard labels; see
+    :func:`dice_loss`).
 
     Sudre et al., "Generalised Dice overlap as a deep learning loss function for highly
     unbalanced segmentations", DLMIA 2017 (arXiv 1707.03237). Defaults follow MONAI
@@ -75,8 +78,9 @@ def generalized_dice_loss(input: Tensor, target: Tensor, *, mode: str = "multicl
     check_choice(w_type, "w_type", W_TYPES)
     smooth_nr = check_nonnegative(smooth_nr, "smooth_nr")
     smooth_dr = check_nonnegative(smooth_dr, "smooth_dr")
-    st = maybe_batch(overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index),
-                     batch)
+    _check_bool(soft_label, "soft_label")
+    st = maybe_batch(overlap_stats(input, target, mode=mode, from_logits=from_logits, ignore_index=ignore_index,
+                                   soft_label=soft_label), batch)
     tp, sp, sy = st.tp, st.sp, st.sy
     if not include_background:
         if tp.shape[-1] < 2:
@@ -102,18 +106,22 @@ class GeneralizedDiceLoss(Loss):
     """
 
     def __init__(self, *, mode: str = "multiclass", from_logits: bool = True, w_type: str = "square",
-                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, ignore_index: Optional[int] = -100,
-                 include_background: bool = True, batch: bool = False, reduction: str = "mean") -> None:
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, soft_label: bool = False,
+                 ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
+                 reduction: str = "mean") -> None:
         super().__init__(reduction)
         check_choice(w_type, "w_type", W_TYPES)
         self.mode, self.from_logits, self.w_type = mode, from_logits, w_type
         self.smooth_nr = check_nonnegative(smooth_nr, "smooth_nr")
         self.smooth_dr = check_nonnegative(smooth_dr, "smooth_dr")
+        _check_bool(soft_label, "soft_label")
+        self.soft_label = soft_label
         self.ignore_index, self.include_background, self.batch = ignore_index, include_background, batch
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return generalized_dice_loss(input, target, mode=self.mode, from_logits=self.from_logits,
                                      w_type=self.w_type, smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                                     soft_label=self.soft_label,
                                      ignore_index=self.ignore_index, include_background=self.include_background,
                                      batch=self.batch, sample_weight=sample_weight, reduction=self.reduction)
 

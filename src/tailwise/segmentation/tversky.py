@@ -12,18 +12,25 @@ from .._precision import float32_compute
 from .._reduction import reduce_loss
 from .._validation import check_nonnegative, check_positive
 from ..registry import register_loss
-from ._overlap import maybe_batch, overlap_stats, reduce_classes
+from ._overlap import (check_overlap_options, maybe_batch, overlap_stats, pool_classes, reduce_classes,
+                       resolve_smooth)
 
 __all__ = ["tversky_loss", "focal_tversky_loss", "TverskyLoss", "FocalTverskyLoss"]
 
 
-def _tversky_index(input, target, *, mode, from_logits, alpha, beta, smooth, ignore_index, batch):
+def _tversky_index(input, target, *, mode, from_logits, alpha, beta, smooth_nr, smooth_dr, ignore_index, batch,
+                   soft_label, average, class_weight, include_background):
+    """Tversky indices (N, C) (or (C,) when ``batch``; one pooled class with ``average="micro"``),
+    and the ``class_weight`` / ``include_background`` left for the class average."""
     st = maybe_batch(overlap_stats(input, target, mode=mode, from_logits=from_logits,
-                                   ignore_index=ignore_index), batch)
+                                   ignore_index=ignore_index, soft_label=soft_label), batch)
+    if average == "micro":
+        st = pool_classes(st, class_weight, include_background)
+        class_weight, include_background = None, True
     fp = st.sp - st.tp
     fn = st.sy - st.tp
-    denom = st.tp + alpha * fp + beta * fn + smooth
-    return (st.tp + smooth) / denom.clamp_min(1e-12)
+    denom = st.tp + alpha * fp + beta * fn + smooth_dr
+    return (st.tp + smooth_nr) / denom.clamp_min(1e-12), class_weight, include_background
 
 
 def _check_ab(alpha, beta):
@@ -35,14 +42,22 @@ def _check_ab(alpha, beta):
 @float32_compute
 def tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                  mode: str = "multiclass", from_logits: bool = True, smooth: float = 1.0,
-                 class_weight: Optional[Tensor] = None, ignore_index: Optional[int] = -100,
-                 include_background: bool = True, batch: bool = False, sample_weight: Optional[Tensor] = None,
-                 reduction: str = "mean") -> Tensor:
+                 smooth_nr: Optional[float] = None, smooth_dr: Optional[float] = None, soft_label: bool = False,
+                 average: str = "macro", class_weight: Optional[Tensor] = None, normalize_class_weight: bool = True,
+                 ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
+                 sample_weight: Optional[Tensor] = None, reduction: str = "mean") -> Tensor:
     r"""Tversky loss: ``1 - TI`` per class, averaged over classes.
 
     .. math::
-        TI_{n,c} = \frac{TP + s}{TP + \alpha FP + \beta FN + s},\quad
+        TI_{n,c} = \frac{TP + s_{nr}}{TP + \alpha FP + \beta FN + s_{dr}},\quad
         TP = \sum_l p y,\ FP = \sum_l p (1 - y),\ FN = \sum_l (1 - p) y
+
+    ``smooth`` sets both :math:`s_{nr}` and :math:`s_{dr}`; ``smooth_nr`` / ``smooth_dr`` set
+    one each (``None`` takes ``smooth``). ``soft_label=True`` uses MONAI's semimetric form
+    :math:`TP = \sum_l (p + y - |p - y|)/2`, :math:`FP = \sum_l p - TP`,
+    :math:`FN = \sum_l y - TP` (the same as above for hard labels). ``average="micro"`` pools
+    the classes' (class-weighted) statistics into one index, as :func:`dice_loss` does;
+    ``normalize_class_weight=False`` is MONAI's plain mean of ``w_c (1 - TI_c)``.
 
     ``alpha`` weighs false positives and ``beta`` false negatives (Salehi et al.'s convention);
     ``beta > alpha`` favours recall, which helps small structures. ``alpha = beta = 0.5`` is the
@@ -61,22 +76,31 @@ def tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: flo
         >>> import torch
         >>> from tailwise.functional import tversky_loss
         >>> loss = tversky_loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8)))
+        >>> probs = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # (1, 2, 3), exact one-hot
+        >>> loss = tversky_loss(probs, torch.tensor([[0, 0, 1]]), from_logits=False, include_background=False,
+        ...                     smooth_nr=0.0, smooth_dr=1e-3)  # 1 - 1 / (1 + 1e-3)
+        >>> round(loss.item(), 6)
+        0.000999
     """
     alpha, beta = _check_ab(alpha, beta)
-    smooth = check_nonnegative(smooth, "smooth")
-    ti = _tversky_index(input, target, mode=mode, from_logits=from_logits, alpha=alpha, beta=beta,
-                        smooth=smooth, ignore_index=ignore_index, batch=batch)
-    per_image = reduce_classes(1.0 - ti, class_weight, include_background, batch)
+    s_nr, s_dr = resolve_smooth(smooth, smooth_nr, smooth_dr)
+    check_overlap_options(soft_label, average, normalize_class_weight)
+    ti, class_weight, include_background = _tversky_index(
+        input, target, mode=mode, from_logits=from_logits, alpha=alpha, beta=beta, smooth_nr=s_nr, smooth_dr=s_dr,
+        ignore_index=ignore_index, batch=batch, soft_label=soft_label, average=average, class_weight=class_weight,
+        include_background=include_background)
+    per_image = reduce_classes(1.0 - ti, class_weight, include_background, batch, normalize_class_weight)
     return reduce_loss(per_image, reduction, sample_weight)
 
 
 @float32_compute
 def focal_tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                        gamma: float = 0.75, mode: str = "multiclass", from_logits: bool = True,
-                       smooth: float = 1.0, class_weight: Optional[Tensor] = None,
-                       ignore_index: Optional[int] = -100, include_background: bool = True,
-                       batch: bool = False, sample_weight: Optional[Tensor] = None, reduction: str = "mean",
-                       eps: float = 1e-7) -> Tensor:
+                       smooth: float = 1.0, smooth_nr: Optional[float] = None, smooth_dr: Optional[float] = None,
+                       soft_label: bool = False, average: str = "macro", class_weight: Optional[Tensor] = None,
+                       normalize_class_weight: bool = True, ignore_index: Optional[int] = -100,
+                       include_background: bool = True, batch: bool = False, sample_weight: Optional[Tensor] = None,
+                       reduction: str = "mean", eps: float = 1e-7) -> Tensor:
     r"""Focal Tversky loss: ``(1 - TI)^gamma`` per class, averaged over classes.
 
     ``TI`` is the Tversky index of :func:`tversky_loss`. The exponent is ``gamma`` itself,
@@ -93,7 +117,9 @@ def focal_tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, bet
 
     Defaults follow the official code: ``alpha = 0.3`` (FP), ``beta = 0.7`` (FN), ``smooth = 1``.
     The official code pools the whole batch into one index (``batch=True`` here); tailwise's
-    default is per image, like the other overlap losses.
+    default is per image, like the other overlap losses. ``smooth_nr``/``smooth_dr``,
+    ``soft_label``, ``average`` and ``normalize_class_weight`` act on ``TI`` and the class
+    average exactly as in :func:`tversky_loss` (the weight multiplies :math:`(1 - TI)^\gamma`).
 
     Reference: Abraham & Khan, "A Novel Focal Tversky Loss Function with Improved Attention U-Net
     for Lesion Segmentation", ISBI 2019 (arXiv 1810.07842).
@@ -105,32 +131,42 @@ def focal_tversky_loss(input: Tensor, target: Tensor, *, alpha: float = 0.3, bet
     """
     alpha, beta = _check_ab(alpha, beta)
     gamma = check_positive(gamma, "gamma")
-    smooth = check_nonnegative(smooth, "smooth")
+    s_nr, s_dr = resolve_smooth(smooth, smooth_nr, smooth_dr)
     eps = check_positive(eps, "eps")
-    ti = _tversky_index(input, target, mode=mode, from_logits=from_logits, alpha=alpha, beta=beta,
-                        smooth=smooth, ignore_index=ignore_index, batch=batch)
+    check_overlap_options(soft_label, average, normalize_class_weight)
+    ti, class_weight, include_background = _tversky_index(
+        input, target, mode=mode, from_logits=from_logits, alpha=alpha, beta=beta, smooth_nr=s_nr, smooth_dr=s_dr,
+        ignore_index=ignore_index, batch=batch, soft_label=soft_label, average=average, class_weight=class_weight,
+        include_background=include_background)
     per_class = torch.pow((1.0 - ti).clamp_min(eps), gamma)
-    per_image = reduce_classes(per_class, class_weight, include_background, batch)
+    per_image = reduce_classes(per_class, class_weight, include_background, batch, normalize_class_weight)
     return reduce_loss(per_image, reduction, sample_weight)
 
 
 class _TverskyBase(Loss):
-    def __init__(self, *, alpha, beta, mode, from_logits, smooth, class_weight, ignore_index,
-                 include_background, batch, reduction):
+    def __init__(self, *, alpha, beta, mode, from_logits, smooth, smooth_nr, smooth_dr, soft_label, average,
+                 class_weight, normalize_class_weight, ignore_index, include_background, batch, reduction):
         super().__init__(reduction)
         self.alpha, self.beta = _check_ab(alpha, beta)
         self.smooth = check_nonnegative(smooth, "smooth")
+        self.smooth_nr, self.smooth_dr = resolve_smooth(smooth, smooth_nr, smooth_dr)
+        check_overlap_options(soft_label, average, normalize_class_weight)
+        self.soft_label, self.average, self.normalize_class_weight = soft_label, average, normalize_class_weight
         self.mode, self.from_logits = mode, from_logits
         self.ignore_index, self.include_background, self.batch = ignore_index, include_background, batch
         self.register_buffer("class_weight", None if class_weight is None else class_weight.detach().clone())
 
     def _kwargs(self):
         return dict(alpha=self.alpha, beta=self.beta, mode=self.mode, from_logits=self.from_logits,
-                    smooth=self.smooth, class_weight=self.class_weight, ignore_index=self.ignore_index,
+                    smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr, soft_label=self.soft_label,
+                    average=self.average, class_weight=self.class_weight,
+                    normalize_class_weight=self.normalize_class_weight, ignore_index=self.ignore_index,
                     include_background=self.include_background, batch=self.batch, reduction=self.reduction)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, mode={self.mode!r}, batch={self.batch}, " + super().extra_repr()
+        return (f"alpha={self.alpha}, beta={self.beta}, mode={self.mode!r}, smooth_nr={self.smooth_nr}, "
+                f"smooth_dr={self.smooth_dr}, soft_label={self.soft_label}, average={self.average!r}, "
+                f"batch={self.batch}, " + super().extra_repr())
 
 
 @register_loss("tversky")
@@ -143,12 +179,16 @@ class TverskyLoss(_TverskyBase):
     """
 
     def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, mode: str = "multiclass",
-                 from_logits: bool = True, smooth: float = 1.0, class_weight: Optional[Tensor] = None,
+                 from_logits: bool = True, smooth: float = 1.0, smooth_nr: Optional[float] = None,
+                 smooth_dr: Optional[float] = None, soft_label: bool = False, average: str = "macro",
+                 class_weight: Optional[Tensor] = None, normalize_class_weight: bool = True,
                  ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
                  reduction: str = "mean") -> None:
         super().__init__(alpha=alpha, beta=beta, mode=mode, from_logits=from_logits, smooth=smooth,
-                         class_weight=class_weight, ignore_index=ignore_index,
-                         include_background=include_background, batch=batch, reduction=reduction)
+                         smooth_nr=smooth_nr, smooth_dr=smooth_dr, soft_label=soft_label, average=average,
+                         class_weight=class_weight, normalize_class_weight=normalize_class_weight,
+                         ignore_index=ignore_index, include_background=include_background, batch=batch,
+                         reduction=reduction)
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         return tversky_loss(input, target, sample_weight=sample_weight, **self._kwargs())
@@ -165,12 +205,15 @@ class FocalTverskyLoss(_TverskyBase):
 
     def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75,
                  mode: str = "multiclass", from_logits: bool = True, smooth: float = 1.0,
-                 class_weight: Optional[Tensor] = None, ignore_index: Optional[int] = -100,
-                 include_background: bool = True, batch: bool = False, reduction: str = "mean",
-                 eps: float = 1e-7) -> None:
+                 smooth_nr: Optional[float] = None, smooth_dr: Optional[float] = None, soft_label: bool = False,
+                 average: str = "macro", class_weight: Optional[Tensor] = None, normalize_class_weight: bool = True,
+                 ignore_index: Optional[int] = -100, include_background: bool = True, batch: bool = False,
+                 reduction: str = "mean", eps: float = 1e-7) -> None:
         super().__init__(alpha=alpha, beta=beta, mode=mode, from_logits=from_logits, smooth=smooth,
-                         class_weight=class_weight, ignore_index=ignore_index,
-                         include_background=include_background, batch=batch, reduction=reduction)
+                         smooth_nr=smooth_nr, smooth_dr=smooth_dr, soft_label=soft_label, average=average,
+                         class_weight=class_weight, normalize_class_weight=normalize_class_weight,
+                         ignore_index=ignore_index, include_background=include_background, batch=batch,
+                         reduction=reduction)
         self.gamma = check_positive(gamma, "gamma")
         self.eps = check_positive(eps, "eps")
 
