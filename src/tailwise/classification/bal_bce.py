@@ -72,13 +72,15 @@ def bal_bce_loss(input: Tensor, target: Tensor, class_counts, *, label_smoothing
     else:
         if isinstance(target, Tensor) and target.is_floating_point():
             check_same_shape(input, target, "input", "target")
-        check_index_target(input, target)
+        # the kernel checks the index range as it reads the targets where values stay on the device
+        in_kernel = _sig.kernel_checks_targets("bal_bce", input, target)
+        check_index_target(input, target, values=not in_kernel)
         # smoothed one-hot values, read from the class index by the kernel (no (N, C) target)
         off = s / C
         on = 1.0 - s + off
         if thr is not None:
             on, off = float(on > thr), float(off > thr)
-        loss = _sig.run("bal_bce", input, target.long(), bias, on, off)
+        loss = _sig.run("bal_bce", input, target.long(), bias, on, off, validate=in_kernel)
     return reduce_loss(loss, reduction, sample_weight)
 
 

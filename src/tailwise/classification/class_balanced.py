@@ -102,12 +102,14 @@ def class_balanced_loss(input: Tensor, target: Tensor, class_counts, *, beta: fl
         y = torch.where(valid, target, torch.zeros_like(target))
         loss = softmax_cross_entropy(input, target, ignore_index=ignore_index, validate=in_kernel) * cb[y]
         return masked_reduce(loss, reduction, sample_weight, valid)
-    check_index_target(input, target)
+    # the kernel checks the index range as it reads the targets where values stay on the device
+    in_kernel = _sig.kernel_checks_targets(op, input, target)
+    check_index_target(input, target, values=not in_kernel)
     # class indices go to the kernels as they are: no (N, C) one-hot on the Triton path
     if loss_type == "sigmoid":
-        per_row = _sig.run("bal_bce", input, target.long())
+        per_row = _sig.run("bal_bce", input, target.long(), validate=in_kernel)
     else:
-        per_row = _sig.run("sigmoid_focal", input, target.long(), -1.0, gamma, row_sum=True)
+        per_row = _sig.run("sigmoid_focal", input, target.long(), -1.0, gamma, row_sum=True, validate=in_kernel)
     loss = per_row * cb[target.long()]
     return masked_reduce(loss, reduction, sample_weight, None)
 

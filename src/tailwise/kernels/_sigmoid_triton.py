@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .._validation import assert_values, check_class_indices, host_value_checks
 from ._host import cdiv, next_pow2
 
 __all__ = ["sigmoid_family_triton"]
@@ -104,14 +105,21 @@ def _load_tile(X, T, Y, B, P, Q, GV, rows, c, mask, cmask, C, on, off, gamma,
 
 
 @triton.jit
-def _fwd(X, T, Y, B, P, Q, GV, OUT, R, C, on, off, alpha, gamma,
+def _fwd(X, T, Y, B, P, Q, GV, OUT, FLAG, R, C, on, off, alpha, gamma,
          DENSE: tl.constexpr, HAS_B: tl.constexpr, HAS_PQ: tl.constexpr, ALPHA: tl.constexpr,
          FOCAL: tl.constexpr, HAS_GV: tl.constexpr, ROW_SUM: tl.constexpr, G2: tl.constexpr,
-         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
+         CHECK: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, NUM_CB: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < R
     rows_c = tl.where(rmask, rows, 0)
+    if CHECK:
+        # the class-index range check of check_class_indices, on targets read here anyway: a bad
+        # index clears the flag the caller asserts on (an index is only compared with the column
+        # number, never used as an address, so a bad one reads nothing out of bounds)
+        yc = tl.load(Y + rows_c)
+        nbad = tl.sum(tl.where(rmask & ((yc < 0) | (yc >= C)), 1, 0), axis=0)
+        tl.store(FLAG, 0, mask=nbad > 0)
     acc = tl.zeros([BLOCK_R], tl.float32)
     for i in range(NUM_CB):
         c = i * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -253,7 +261,8 @@ def _flags(x, target, bias, pos_w, neg_w, alpha, gamma, gamma_vec):
                 G2=gamma == 2.0 and gamma_vec is None)
 
 
-def _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum):
+def _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum, flag=None):
+    """``flag``: an int32 ``(1,)`` holding 1, cleared by the kernel if a class index is out of range."""
     R, C = x.shape
     out = torch.empty((R,) if row_sum else (R, C), dtype=torch.float32, device=x.device)
     if R == 0 or C == 0:
@@ -265,8 +274,9 @@ def _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma,
     _fwd[(cdiv(R, br),)](
         x, target if dense else d, d if dense else target, bias if bias is not None else d,
         pos_w if pos_w is not None else d, neg_w if neg_w is not None else d,
-        gamma_vec if gamma_vec is not None else d, out, R, C, float(on), float(off), float(alpha), float(gamma),
-        ROW_SUM=row_sum, BLOCK_R=br, BLOCK_C=bc, NUM_CB=ncb, num_warps=warps,
+        gamma_vec if gamma_vec is not None else d, out, flag if flag is not None else d, R, C,
+        float(on), float(off), float(alpha), float(gamma),
+        ROW_SUM=row_sum, CHECK=flag is not None and not dense, BLOCK_R=br, BLOCK_C=bc, NUM_CB=ncb, num_warps=warps,
         **_flags(x, target, bias, pos_w, neg_w, alpha, gamma, gamma_vec))
     return out
 
@@ -349,26 +359,30 @@ class _Eager(torch.autograd.Function):
     0.3 ms of host time per call on the H100 host (see ``_softmax_ce_triton._EagerCE``)."""
 
     @staticmethod
-    def forward(ctx, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum):
+    def forward(ctx, x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum, flag=None):
         ctx.save_for_backward(x, target, bias, pos_w, neg_w, gamma_vec)
         ctx.args = (on, off, alpha, gamma)
-        return _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum)
+        return _launch_fwd(x, target, bias, pos_w, neg_w, gamma_vec, on, off, alpha, gamma, row_sum, flag)
 
     @staticmethod
     def backward(ctx, go):
         x, target, bias, pos_w, neg_w, gamma_vec = ctx.saved_tensors
         grad = _launch_bwd(go, x, target, bias, pos_w, neg_w, gamma_vec, *ctx.args)
-        return grad, None, None, None, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None, None, None, None
 
 
 def sigmoid_family_triton(x: Tensor, target: Tensor, *, bias: Optional[Tensor] = None,
                           pos_w: Optional[Tensor] = None, neg_w: Optional[Tensor] = None,
                           gamma_vec: Optional[Tensor] = None, on: float = 1.0, off: float = 0.0,
-                          alpha: float = -1.0, gamma: float = 0.0, row_sum: bool = True) -> Tensor:
+                          alpha: float = -1.0, gamma: float = 0.0, row_sum: bool = True,
+                          validate: bool = False) -> Tensor:
     """Loss ``(R,)`` (``row_sum``) or ``(R, C)`` in float32 for ``(R, C)`` logits (any float dtype).
 
     ``target``: int class indices ``(R,)`` (``on`` at the class, ``off`` elsewhere) or a float
     tensor ``(R, C)``. Per-class vectors are float32 ``(C,)``; ``pos_w`` and ``neg_w`` go together.
+    ``validate`` (class indices): the range check of ``check_class_indices``, done by the forward
+    kernel as it reads the targets and turned into one device-side assert (eager calls; while
+    compiling, and where values may be read on the host, ``check_class_indices`` runs instead).
     """
     if x.dim() != 2:
         raise ValueError(f"sigmoid_family_triton expects (R, C) logits, got shape {tuple(x.shape)}")
@@ -383,6 +397,15 @@ def sigmoid_family_triton(x: Tensor, target: Tensor, *, bias: Optional[Tensor] =
         pos_w = torch.ones_like(neg_w)
     args = (x, target, f32(bias), f32(pos_w), f32(neg_w), f32(gamma_vec), float(on), float(off),
             float(alpha), float(gamma), bool(row_sum))
+    check = bool(validate) and not target.is_floating_point()
+    if check and (torch.compiler.is_compiling() or host_value_checks(x, target)):
+        check_class_indices(target, x.shape[1], "target")
+        check = False
     if torch.compiler.is_compiling():
         return _op_fwd(*args)
-    return _Eager.apply(*args)
+    if not check:
+        return _Eager.apply(*args)
+    flag = torch.ones(1, dtype=torch.int32, device=x.device)
+    out = _Eager.apply(*args, flag)
+    assert_values(flag, f"target must be class indices in [0, {x.shape[1] - 1}]")
+    return out

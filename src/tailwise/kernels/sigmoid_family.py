@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._validation import check_class_indices, host_value_checks
 from ._dispatch import dispatch, register_op, select
 
 __all__ = ["SigmoidFocalFunction", "EQLv2Function", "efl_terms", "eqlv2_stats_torch", "sigmoid_focal_torch",
-           "bal_bce_torch", "eqlv2_torch", "equalized_focal_torch", "uses_kernel"]
+           "bal_bce_torch", "eqlv2_torch", "equalized_focal_torch", "uses_kernel", "kernel_checks_targets"]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -40,6 +41,20 @@ _HALF = (torch.float16, torch.bfloat16)
 def uses_kernel(op: str, input: Tensor) -> bool:
     """True when op ``op`` would run its Triton kernel on ``input`` (never for float64)."""
     return input.dtype != torch.float64 and select(op, input) == "triton"
+
+
+def kernel_checks_targets(op: str, input: Tensor, target: Tensor) -> bool:
+    """True when op ``op`` should be given class indices with ``validate=True`` instead of a separate
+    range check: its Triton kernel runs, values may not be read on the host, and nothing is being
+    compiled (a traced check fuses into the graph; the custom op has no flag output)."""
+    return (not host_value_checks(input, target) and not torch.compiler.is_compiling()
+            and uses_kernel(op, input))
+
+
+def _check_range(x: Tensor, target: Tensor, validate: bool) -> None:
+    # a kernel chosen with validate=True that fell back to torch: the check it would have done
+    if validate and not target.is_floating_point():
+        check_class_indices(target, x.shape[1], "target")
 
 
 def _f32(x: Tensor) -> Tensor:
@@ -117,15 +132,20 @@ class SigmoidFocalFunction(torch.autograd.Function):
         return grad.mul_(go), None, None, None
 
 
-def sigmoid_focal_torch(x: Tensor, target: Tensor, alpha: float, gamma: float, row_sum: bool = False) -> Tensor:
-    """Reference of op ``sigmoid_focal``: elementwise loss (``row_sum``: summed over dim 1)."""
+def sigmoid_focal_torch(x: Tensor, target: Tensor, alpha: float, gamma: float, row_sum: bool = False,
+                        validate: bool = False) -> Tensor:
+    """Reference of op ``sigmoid_focal``: elementwise loss (``row_sum``: summed over dim 1).
+
+    ``validate``: check the class indices' range (see :func:`kernel_checks_targets`)."""
+    _check_range(x, target, validate)
     x = _f32(x)
     t = target.to(x.dtype) if target.is_floating_point() else _dense(x, target)
     loss = SigmoidFocalFunction.apply(x, t, float(alpha), float(gamma))
     return loss.sum(dim=1) if row_sum else loss
 
 
-def _sigmoid_focal_triton(x: Tensor, target: Tensor, alpha: float, gamma: float, row_sum: bool = False) -> Tensor:
+def _sigmoid_focal_triton(x: Tensor, target: Tensor, alpha: float, gamma: float, row_sum: bool = False,
+                          validate: bool = False) -> Tensor:
     from ._sigmoid_triton import sigmoid_family_triton
     if target.is_floating_point():
         # any shape: rows of the last dimension
@@ -134,14 +154,17 @@ def _sigmoid_focal_triton(x: Tensor, target: Tensor, alpha: float, gamma: float,
         x2, t2 = x.reshape(-1, c), target.to(torch.float32).reshape(-1, c)
         out = sigmoid_family_triton(x2, t2, alpha=alpha, gamma=gamma, row_sum=row_sum)
         return out.reshape(x.shape[:-1]) if row_sum else out.reshape(x.shape)
-    return sigmoid_family_triton(x, target, alpha=alpha, gamma=gamma, row_sum=row_sum)
+    return sigmoid_family_triton(x, target, alpha=alpha, gamma=gamma, row_sum=row_sum, validate=validate)
 
 
 # --- balanced BCE / plain one-hot BCE ---------------------------------------------------------
 
 def bal_bce_torch(x: Tensor, target: Tensor, bias: Optional[Tensor] = None, on: float = 1.0,
-                  off: float = 0.0) -> Tensor:
-    """Reference of op ``bal_bce``: ``sum_c BCE(x + b, t)`` per row (``bias=None``: plain one-hot BCE)."""
+                  off: float = 0.0, validate: bool = False) -> Tensor:
+    """Reference of op ``bal_bce``: ``sum_c BCE(x + b, t)`` per row (``bias=None``: plain one-hot BCE).
+
+    ``validate``: check the class indices' range (see :func:`kernel_checks_targets`)."""
+    _check_range(x, target, validate)
     x = _f32(x)
     t = _dense(x, target, on, off)
     z = x + bias if bias is not None else x
@@ -149,9 +172,9 @@ def bal_bce_torch(x: Tensor, target: Tensor, bias: Optional[Tensor] = None, on: 
 
 
 def _bal_bce_triton(x: Tensor, target: Tensor, bias: Optional[Tensor] = None, on: float = 1.0,
-                    off: float = 0.0) -> Tensor:
+                    off: float = 0.0, validate: bool = False) -> Tensor:
     from ._sigmoid_triton import sigmoid_family_triton
-    return sigmoid_family_triton(x, target, bias=bias, on=on, off=off, row_sum=True)
+    return sigmoid_family_triton(x, target, bias=bias, on=on, off=off, row_sum=True, validate=validate)
 
 
 # --- EQLv2 --------------------------------------------------------------------------------------

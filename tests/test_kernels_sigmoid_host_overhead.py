@@ -1,0 +1,138 @@
+"""The slimmed eager front-ends of the sigmoid family's Triton path (Triton's interpreter, CPU).
+
+The accelerator code paths are taken on CPU with ``_device_paths()``: the class-index range of
+``bal_bce`` and ``class_balanced`` (sigmoid / focal) is checked by the forward kernel (one
+device-side assert on the flag it clears) instead of a separate ~6-op check; eager CPU keeps the
+exact ``ValueError``. Values and gradients equal the torch path's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import tailwise
+import tailwise.functional as TF
+from tailwise._validation import _device_paths
+from tailwise.kernels import backend
+
+from _interpreted_module import INTERPRETED, interpreter, run_interpreted  # noqa: E402,F401
+
+C = 7
+COUNTS = [100, 50, 20, 9, 5, 3, 1]
+
+
+def test_module_in_the_triton_interpreter():
+    run_interpreted(__file__)
+
+
+def _data(seed=0, n=13):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, C, generator=g) * 3, torch.randint(0, C, (n,), generator=g)
+
+
+INDEX = {
+    "bal_bce": lambda z, y: TF.bal_bce_loss(z, y, COUNTS, label_smoothing=0.1),
+    "class_balanced_sigmoid": lambda z, y: TF.class_balanced_loss(z, y, COUNTS, beta=0.99, loss_type="sigmoid"),
+    "class_balanced_focal": lambda z, y: TF.class_balanced_loss(z, y, COUNTS, beta=0.99, loss_type="focal",
+                                                               gamma=1.5),
+}
+
+
+def _value_grad(fn, z, y, be, device_paths=False):
+    x = z.clone().requires_grad_(True)
+    with backend(be):
+        if device_paths:
+            with _device_paths():
+                loss = fn(x, y)
+        else:
+            loss = fn(x, y)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+class _Count(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _ops_of_a_step(fn, z, y):
+    with backend("triton"), _device_paths():
+        x = z.clone().requires_grad_(True)
+        fn(x, y).backward()   # warm-up: fills the per-device caches
+        x = z.clone().requires_grad_(True)
+        with _Count() as c:
+            fn(x, y).backward()
+    return c.ops
+
+
+@pytest.mark.parametrize("name", sorted(INDEX))
+def test_device_paths_of_the_kernel_match_the_torch_path(name):
+    z, y = _data()
+    want = _value_grad(INDEX[name], z, y, "torch")
+    got = _value_grad(INDEX[name], z, y, "triton", device_paths=True)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(INDEX))
+@pytest.mark.parametrize("bad", [C, -3])
+def test_kernel_checks_the_target_range(name, bad):
+    z, y = _data()
+    y[11] = bad
+    # accelerator path: the kernel clears the flag and the device-side assert fires (on CPU,
+    # torch._assert_async raises at once)
+    with pytest.raises(RuntimeError, match=rf"target must be class indices in \[0, {C - 1}\]"):
+        _value_grad(INDEX[name], z, y, "triton", device_paths=True)
+    # eager CPU on the Triton backend: the exact host check, naming the bad value
+    with pytest.raises(ValueError, match=rf"got {bad}"):
+        _value_grad(INDEX[name], z, y, "triton")
+
+
+@pytest.mark.parametrize("name", sorted(INDEX))
+def test_no_separate_range_check_on_the_device_path(name):
+    """The range check is the kernel's flag: no lt/ge/any/bitwise ops, one assert."""
+    z, y = _data()
+    ops = _ops_of_a_step(INDEX[name], z, y)
+    for banned in ("any", "bitwise_or", "bitwise_not", "lt", "ge", "aminmax"):
+        assert banned not in ops, (banned, ops)
+    assert ops.count("_assert_async") == 1, ops
+
+
+@pytest.mark.parametrize("row", [0, 12, 40])
+@pytest.mark.parametrize("bad", [C, 1000, -1])
+def test_the_kernel_clears_the_flag_for_a_bad_row_only(row, bad, monkeypatch):
+    """The flag itself, launched directly: one bad index in any program's block clears it
+    (41 rows in 8-row tiles: six programs, the last one partly masked), good ones leave it."""
+    from tailwise.kernels import _sigmoid_triton as st
+    monkeypatch.setitem(st.TUNE, "fwd", (8, 8, 4))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(41, 5, generator=g)
+    y = torch.randint(0, 5, (41,), generator=g)
+    flag = torch.ones(1, dtype=torch.int32)
+    st._launch_fwd(x, y, None, None, None, None, 1.0, 0.0, -1.0, 0.0, True, flag)
+    assert flag.item() == 1
+    y[row] = bad
+    flag = torch.ones(1, dtype=torch.int32)
+    out = st._launch_fwd(x, y, None, None, None, None, 1.0, 0.0, -1.0, 0.0, True, flag)
+    assert flag.item() == 0
+    # the bad row is all-negative (its index matches no column) and reads nothing out of bounds
+    want = torch.nn.functional.softplus(x[row]).sum()
+    torch.testing.assert_close(out[row], want, rtol=1e-5, atol=1e-6)
+
+
+def test_validate_falls_back_to_the_torch_check_while_reading_values_is_allowed():
+    """``sigmoid_family_triton(validate=True)`` on eager CPU: the exact host check."""
+    from tailwise.kernels._sigmoid_triton import sigmoid_family_triton
+    z, y = _data()
+    y[2] = C
+    with pytest.raises(ValueError, match=rf"got {C}"):
+        sigmoid_family_triton(z, y, validate=True)
+    with _device_paths(), pytest.raises(RuntimeError, match="target must be class indices"):
+        sigmoid_family_triton(z, y, validate=True)
