@@ -136,3 +136,75 @@ def test_validate_falls_back_to_the_torch_check_while_reading_values_is_allowed(
         sigmoid_family_triton(z, y, validate=True)
     with _device_paths(), pytest.raises(RuntimeError, match="target must be class indices"):
         sigmoid_family_triton(z, y, validate=True)
+
+
+# ------------------------------------------------------------------ EQLv2 / EFL: ignored rows on the device path
+def _ignored_data(seed=2, n=13):
+    z, y = _data(seed, n)
+    y[::4] = -100
+    return z, y
+
+
+def test_masked_rows_are_the_one_hot_neutral_rows():
+    """The device path's neutral logits equal the former one-hot form bit for bit (label 0 for
+    an ignored row: +B at column 0, -B elsewhere), kept rows untouched."""
+    from tailwise.classification._grad_stats import _NEUTRAL_LOGIT, drop_ignored
+    z, y = _ignored_data()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        x = z.to(dtype)
+        with _device_paths():
+            got, safe, _, keep = drop_ignored(x, y, None, -100)
+        want_safe = torch.where(y != -100, y, torch.zeros_like(y))
+        neutral = torch.nn.functional.one_hot(want_safe, C).to(dtype) * (2 * _NEUTRAL_LOGIT) - _NEUTRAL_LOGIT
+        want = torch.where((y != -100).unsqueeze(1), x, neutral)
+        assert torch.equal(safe, want_safe) and got.dtype == dtype
+        assert torch.equal(got, want), dtype
+        assert torch.equal(keep.keep, y != -100)
+
+
+@pytest.mark.parametrize("name", ["eqlv2", "equalized_focal"])
+def test_ignored_rows_on_the_device_path(name):
+    """Masked ignored rows (device path): the kernel's loss and gradient match the torch path,
+    the statistics are bit-identical to the torch backend's, and all match dropping the rows."""
+    z, y = _ignored_data()
+    keep = y != -100
+
+    def step(be, device_paths, zz, yy):
+        mod = tailwise.build_loss(name, num_classes=C)
+        out = []
+        for _ in range(2):   # the second step uses the statistics of the first
+            x = zz.clone().requires_grad_(True)
+            with backend(be):
+                if device_paths:
+                    with _device_paths():
+                        loss = mod(x, yy)
+                else:
+                    loss = mod(x, yy)
+            loss.backward()
+            out.append((loss.detach(), x.grad))
+        return out, mod.pos_grad.clone(), mod.neg_grad.clone()
+
+    t_steps, t_pos, t_neg = step("torch", True, z, y)
+    k_steps, k_pos, k_neg = step("triton", True, z, y)
+    assert torch.equal(k_pos, t_pos) and torch.equal(k_neg, t_neg)
+    for (lk, gk), (lt, gt) in zip(k_steps, t_steps):
+        torch.testing.assert_close(lk, lt, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gk, gt, rtol=1e-4, atol=1e-6)
+        assert torch.count_nonzero(gk[~keep]) == 0
+    d_steps, d_pos, d_neg = step("torch", False, z[keep], y[keep])
+    torch.testing.assert_close(t_pos, d_pos, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(t_neg, d_neg, rtol=1e-5, atol=1e-6)
+    for (lt, gt), (ld, gd) in zip(t_steps, d_steps):
+        torch.testing.assert_close(lt, ld, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gt[keep], gd, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["eqlv2", "equalized_focal"])
+def test_ignored_rows_cost_no_one_hot(name):
+    z, y = _ignored_data()
+    mod = tailwise.build_loss(name, num_classes=C)
+    if name == "equalized_focal":
+        mod.eval()   # EFL's statistics (training) take a one-hot of their own, as on the torch path
+    ops = _ops_of_a_step(mod, z, y)
+    # no one_hot (its CPU range check is aminmax) and no neutral (N, C) matrix arithmetic
+    assert "aminmax" not in ops and "zeros_like" not in ops and "scatter_" not in ops, ops

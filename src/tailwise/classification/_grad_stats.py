@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._base import Loss
@@ -57,6 +56,24 @@ def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[
 _NEUTRAL_LOGIT = 1e4
 
 
+_NEUTRAL_ROWS: dict = {}
+
+
+def _neutral_row(input: Tensor) -> Tensor:
+    """``(C,)``: ``+B`` at column 0, ``-B`` elsewhere, in ``input``'s dtype and device (cached;
+    built afresh while ``torch.compile`` traces, where it is a constant of the graph)."""
+    key = (input.shape[1], input.dtype, input.device)
+    row = None if torch.compiler.is_compiling() else _NEUTRAL_ROWS.get(key)
+    if row is None:
+        row = torch.full((input.shape[1],), -_NEUTRAL_LOGIT, dtype=input.dtype, device=input.device)
+        row[0] = _NEUTRAL_LOGIT
+        if not torch.compiler.is_compiling():
+            if len(_NEUTRAL_ROWS) >= 32:
+                _NEUTRAL_ROWS.pop(next(iter(_NEUTRAL_ROWS)))
+            _NEUTRAL_ROWS[key] = row
+    return row
+
+
 class MaskedRows:
     """The rows kept by :func:`drop_ignored` when they are masked in place instead of removed."""
 
@@ -90,10 +107,12 @@ def drop_ignored(input: Tensor, target: Tensor, sample_weight: Optional[Tensor],
         return input, target, sample_weight, None
     keep = target != ignore_index
     if not host_selection(target, input):
-        safe = torch.where(keep, target, torch.zeros_like(target))
+        # an ignored row gets label 0 (target * False = 0: one op, the kept labels unchanged)
+        safe = target * keep
         if input.shape[1] > 0:
-            neutral = F.one_hot(safe.long(), input.shape[1]).to(input.dtype) * (2 * _NEUTRAL_LOGIT) - _NEUTRAL_LOGIT
-            input = torch.where(keep.unsqueeze(1), input, neutral)
+            # ... so its neutral logits are one constant row (+B at column 0, -B elsewhere):
+            # one broadcast `where`, no (N, C) one-hot nor neutral matrix per call
+            input = torch.where(keep.unsqueeze(1), input, _neutral_row(input))
         return input, safe, sample_weight, MaskedRows(keep)
     if bool(keep.all()):
         return input, target, sample_weight, None
