@@ -37,7 +37,26 @@ INDEX = {
     "class_balanced_sigmoid": lambda z, y: TF.class_balanced_loss(z, y, COUNTS, beta=0.99, loss_type="sigmoid"),
     "class_balanced_focal": lambda z, y: TF.class_balanced_loss(z, y, COUNTS, beta=0.99, loss_type="focal",
                                                                gamma=1.5),
+    "eqlv2": lambda z, y: TF.eqlv2_loss(z, y, torch.linspace(1, 3, C), torch.linspace(2, 5, C)),
+    "eqlv2_module": lambda z, y: _module("eqlv2")(z, y),
+    "equalized_focal": lambda z, y: TF.equalized_focal_loss(z, y, torch.linspace(1, 3, C), torch.linspace(2, 5, C)),
+    "equalized_focal_module": lambda z, y: _module("equalized_focal")(z, y),
 }
+
+
+_MODULES: dict = {}
+
+
+def _module(name):
+    # trained one step (non-trivial weights), the statistics then frozen: each call sees the same
+    # weights; built once (not inside a counted step)
+    if name in _MODULES:
+        return _MODULES[name]
+    mod = _MODULES[name] = tailwise.build_loss(name, num_classes=C)
+    g = torch.Generator().manual_seed(9)
+    with backend("torch"):
+        mod(torch.randn(20, C, generator=g), torch.randint(0, C, (20,), generator=g))
+    return mod.eval()
 
 
 def _value_grad(fn, z, y, be, device_paths=False):

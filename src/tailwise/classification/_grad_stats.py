@@ -29,10 +29,12 @@ __all__: list = []  # private helpers of the equalization losses
 
 
 def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[int] = None,
-                        max_label: Optional[int] = None) -> Tuple[int, int]:
+                        max_label: Optional[int] = None, values: bool = True) -> Tuple[int, int]:
     """Validate ``(N, C)`` logits and ``(N,)`` integer labels; return ``(N, C)``.
 
     ``max_label`` is the largest admissible label (``C - 1`` unless a background label exists).
+    ``values=False``: the labels' range is left to a kernel that checks it as it reads them (see
+    :func:`tailwise.kernels.sigmoid_family.kernel_checks_targets`).
     """
     check_floating(input, "input")
     if input.dim() != 2:
@@ -48,7 +50,7 @@ def check_logits_target(input: Tensor, target: Tensor, *, num_columns: Optional[
     if target.dim() != 1 or target.shape[0] != n:
         raise ValueError(f"target must be class indices of shape ({n},) matching input (N, C) = "
                          f"{tuple(input.shape)}, got shape {tuple(target.shape)}")
-    check_class_indices(target, (c if max_label is None else max_label + 1), "target")
+    check_class_indices(target, (c if max_label is None else max_label + 1), "target", values=values)
     return n, c
 
 

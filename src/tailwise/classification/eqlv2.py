@@ -68,7 +68,9 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
            reduction, want_stats):
     check_reduction(reduction)
     _check_hparams(gamma, mu, alpha)
-    n, c = check_logits_target(input, target)
+    # the kernel checks the label range as it reads the labels where values stay on the device
+    in_kernel = _sig.kernel_checks_targets("eqlv2", input, target)
+    n, c = check_logits_target(input, target, values=not in_kernel)
     c_stats = c - 1 if use_background_column else c
     if c_stats < 1:
         raise ValueError("input must have at least 2 columns (classes + background) when "
@@ -80,9 +82,11 @@ def _eqlv2(input, target, pos_grad, neg_grad, gamma, mu, alpha, use_background_c
     target = target.long()
     if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        loss, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
+        loss, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats,
+                                          validate=in_kernel)
     else:
-        per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
+        per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats,
+                                         validate=in_kernel)
         loss = reduce_loss(per, reduction, sample_weight)
     return loss, pos_inc, neg_inc
 
@@ -210,8 +214,9 @@ class EQLv2Loss(GradStatsLoss):
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
         expected = self.num_classes + (1 if self.use_background_column else 0)
         input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, self.ignore_index)
-        check_logits_target(input, target, num_columns=expected)
-        return restore_rows(_module_forward(self, input, target, sample_weight), keep, self.reduction)
+        in_kernel = _sig.kernel_checks_targets("eqlv2", input, target)
+        check_logits_target(input, target, num_columns=expected, values=not in_kernel)
+        return restore_rows(_module_forward(self, input, target, sample_weight, in_kernel), keep, self.reduction)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}, "
@@ -219,23 +224,24 @@ class EQLv2Loss(GradStatsLoss):
 
 
 @float32_compute_unless_kernel("eqlv2")
-def _fused_with_weights(input, target, pos_w, neg_w, use_bg, sample_weight, reduction, want_stats):
+def _fused_with_weights(input, target, pos_w, neg_w, use_bg, sample_weight, reduction, want_stats, validate=False):
     pos_w, neg_w = _full_weights(pos_w.to(_cdt(input)), neg_w.to(_cdt(input)), use_bg)
     c_stats = input.shape[1] - (1 if use_bg else 0)
     target = target.long()
     n = input.shape[0]
     if sample_weight is None and reduction != "none" and n > 0:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        return _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats)
-    per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats)
+        return _sig.run("eqlv2", input, target, pos_w, neg_w, scale, want_stats, c_stats, validate=validate)
+    per, pos_inc, neg_inc = _sig.run("eqlv2", input, target, pos_w, neg_w, None, want_stats, c_stats,
+                                     validate=validate)
     return reduce_loss(per, reduction, sample_weight), pos_inc, neg_inc
 
 
-def _module_forward(mod: EQLv2Loss, input, target, sample_weight):
+def _module_forward(mod: EQLv2Loss, input, target, sample_weight, validate=False):
     pos_w, neg_w = mod.current_weights()
     update = mod.training
     loss, pos_inc, neg_inc = _fused_with_weights(input, target, pos_w, neg_w, mod.use_background_column,
-                                                 sample_weight, mod.reduction, update)
+                                                 sample_weight, mod.reduction, update, validate)
     if update:
         mod._accumulate(pos_inc, neg_inc)
     return loss

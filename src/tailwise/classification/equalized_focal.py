@@ -78,10 +78,11 @@ def equalized_focal_loss(input: Tensor, target: Tensor, pos_grad: Optional[Tenso
     check_reduction(reduction)
     _check_hparams(gamma_b, scale_factor, alpha)
     input, target, sample_weight, keep = drop_ignored(input, target, sample_weight, ignore_index)
-    y, c = _targets(input, target, dense=False)
+    in_kernel = _in_kernel(input, target)
+    y, c = _targets(input, target, dense=False, values=not in_kernel)
     check_stats(pos_grad, neg_grad, c)
     gamma, wf = _gammas(pos_grad, neg_grad, float(gamma_b), float(scale_factor), c, _like(input))
-    loss = _sig.run("equalized_focal", input, y, gamma, wf, float(alpha))
+    loss = _sig.run("equalized_focal", input, y, gamma, wf, float(alpha), validate=in_kernel)
     return restore_rows(reduce_loss(loss, reduction, sample_weight), keep, reduction)
 
 
@@ -90,8 +91,17 @@ def _like(input):
     return input.new_empty(0, dtype=torch.float32) if input.dtype in (torch.float16, torch.bfloat16) else input
 
 
-def _targets(input, target, dense: bool = True):
-    """Validate; return the 0/1 matrix (``dense``) or what the op reads (indices or the matrix)."""
+def _in_kernel(input, target) -> bool:
+    # class indices bound for the kernel where values stay on the device: the kernel checks their
+    # range as it reads them (its assert comes before the statistics' one-hot)
+    return (isinstance(input, Tensor) and isinstance(target, Tensor) and not target.is_floating_point()
+            and _sig.kernel_checks_targets("equalized_focal", input, target))
+
+
+def _targets(input, target, dense: bool = True, values: bool = True):
+    """Validate; return the 0/1 matrix (``dense``) or what the op reads (indices or the matrix).
+
+    ``values=False``: the indices' range is left to the kernel (see ``_in_kernel``)."""
     if isinstance(target, Tensor) and target.is_floating_point():
         from .._validation import check_floating
         check_floating(input, "input")
@@ -106,7 +116,7 @@ def _targets(input, target, dense: bool = True):
         elif not bool(binary.all()):
             raise ValueError("target given as a matrix must hold only 0 and 1")
         return target.to(_like(input).dtype), input.shape[1]
-    n, c = check_logits_target(input, target)
+    n, c = check_logits_target(input, target, values=values)
     if not dense:
         return target.long(), c
     return F.one_hot(target.long(), c).to(input.dtype), c
@@ -176,14 +186,16 @@ class EqualizedFocalLoss(GradStatsLoss):
 
 @float32_compute_unless_kernel("equalized_focal")
 def _forward(mod, input, target, pos_grad, neg_grad, sample_weight):
-    tgt, c = _targets(input, target, dense=False)
+    in_kernel = _in_kernel(input, target)
+    tgt, c = _targets(input, target, dense=False, values=not in_kernel)
     # the official pos_neg starts at ones: before the first update every class has g = 1
     fresh = mod.num_updates == 0
     g_ratio = (pos_grad / (neg_grad + _RATIO_EPS)).clamp(0.0, 1.0)
     g = torch.where(fresh, torch.ones_like(g_ratio), g_ratio).to(_like(input).dtype)
     gamma = mod.gamma_b + mod.scale_factor * (1.0 - g)
     wf = gamma / mod.gamma_b
-    loss = reduce_loss(_sig.run("equalized_focal", input, tgt, gamma, wf, mod.alpha), mod.reduction, sample_weight)
+    loss = reduce_loss(_sig.run("equalized_focal", input, tgt, gamma, wf, mod.alpha, validate=in_kernel),
+                       mod.reduction, sample_weight)
     if mod.training:
         with torch.no_grad():
             # the statistics use the torch ops of the torch path (bit-identical on either backend)

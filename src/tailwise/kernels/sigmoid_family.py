@@ -47,8 +47,8 @@ def kernel_checks_targets(op: str, input: Tensor, target: Tensor) -> bool:
     """True when op ``op`` should be given class indices with ``validate=True`` instead of a separate
     range check: its Triton kernel runs, values may not be read on the host, and nothing is being
     compiled (a traced check fuses into the graph; the custom op has no flag output)."""
-    return (not host_value_checks(input, target) and not torch.compiler.is_compiling()
-            and uses_kernel(op, input))
+    return (isinstance(input, Tensor) and input.is_floating_point() and not host_value_checks(input, target)
+            and not torch.compiler.is_compiling() and uses_kernel(op, input))
 
 
 def _check_range(x: Tensor, target: Tensor, validate: bool) -> None:
@@ -243,16 +243,20 @@ class EQLv2Function(torch.autograd.Function):
 
 
 def eqlv2_torch(logits: Tensor, target: Tensor, pos_w: Tensor, neg_w: Tensor, scale: Optional[float],
-                want_stats: bool, num_stat_columns: int):
-    """Reference of op ``eqlv2``: ``(loss, pos_inc, neg_inc)``; loss per row, or ``scale * sum``."""
+                want_stats: bool, num_stat_columns: int, validate: bool = False):
+    """Reference of op ``eqlv2``: ``(loss, pos_inc, neg_inc)``; loss per row, or ``scale * sum``.
+
+    ``validate``: check the class indices' range (see :func:`kernel_checks_targets`)."""
+    _check_range(logits, target, validate)
     logits = _f32(logits)
     return EQLv2Function.apply(logits, target, pos_w, neg_w, scale, want_stats, num_stat_columns)
 
 
 def _eqlv2_triton(logits: Tensor, target: Tensor, pos_w: Tensor, neg_w: Tensor, scale: Optional[float],
-                  want_stats: bool, num_stat_columns: int):
+                  want_stats: bool, num_stat_columns: int, validate: bool = False):
     from ._sigmoid_triton import sigmoid_family_triton
-    per = sigmoid_family_triton(logits, target, pos_w=pos_w, neg_w=neg_w, row_sum=True)
+    # the forward kernel's range check (and its assert) comes before the statistics' gather
+    per = sigmoid_family_triton(logits, target, pos_w=pos_w, neg_w=neg_w, row_sum=True, validate=validate)
     out = per if scale is None else per.sum() * scale
     if not want_stats:
         return out, None, None
@@ -282,15 +286,21 @@ def efl_terms(input: Tensor, y: Tensor, gamma: Tensor, wf: Tensor, alpha: float)
     return loss, coef, mod, log_pt, log_1m
 
 
-def equalized_focal_torch(x: Tensor, target: Tensor, gamma: Tensor, wf: Tensor, alpha: float) -> Tensor:
-    """Reference of op ``equalized_focal``: the per-row EFL (``target``: indices or a 0/1 matrix)."""
+def equalized_focal_torch(x: Tensor, target: Tensor, gamma: Tensor, wf: Tensor, alpha: float,
+                          validate: bool = False) -> Tensor:
+    """Reference of op ``equalized_focal``: the per-row EFL (``target``: indices or a 0/1 matrix).
+
+    ``validate``: check the class indices' range (see :func:`kernel_checks_targets`)."""
+    _check_range(x, target, validate)
     x = _f32(x)
     return efl_terms(x, _dense(x, target), gamma, wf, float(alpha))[0].sum(1)
 
 
-def _equalized_focal_triton(x: Tensor, target: Tensor, gamma: Tensor, wf: Tensor, alpha: float) -> Tensor:
+def _equalized_focal_triton(x: Tensor, target: Tensor, gamma: Tensor, wf: Tensor, alpha: float,
+                            validate: bool = False) -> Tensor:
     from ._sigmoid_triton import sigmoid_family_triton
-    return sigmoid_family_triton(x, target, pos_w=wf, neg_w=wf, gamma_vec=gamma, alpha=float(alpha), row_sum=True)
+    return sigmoid_family_triton(x, target, pos_w=wf, neg_w=wf, gamma_vec=gamma, alpha=float(alpha), row_sum=True,
+                                 validate=validate)
 
 
 def run(op: str, *args, **kwargs):
