@@ -332,6 +332,14 @@ def cases():
               lambda z, y: (_tb_sigmoid_focal_rows(z, y) * cbw[y]).mean()),
         _case("sigmoid_focal", lambda: _multilabel(), lambda: tailwise.build_loss("sigmoid_focal"),
               lambda x, t: TF.sigmoid_focal_loss(x, t), _tb_sigmoid_focal),
+        _case("sigmoid_focal (pos_weight)", lambda: _multilabel(),
+              lambda: tailwise.build_loss("sigmoid_focal", pos_weight=torch.tensor(CW)),
+              lambda x, t: TF.sigmoid_focal_loss(x, t, pos_weight=_PW), _tb_sigmoid_focal_pw),
+        _case("class_balanced (sigmoid)", _logits,
+              lambda: tailwise.build_loss("class_balanced", class_counts=COUNTS, beta=0.99, loss_type="sigmoid"),
+              lambda z, y: TF.class_balanced_loss(z, y, COUNTS, beta=0.99, loss_type="sigmoid"),
+              lambda z, y: (F.binary_cross_entropy_with_logits(z, F.one_hot(y, z.shape[1]).to(z.dtype),
+                                                               reduction="none").sum(1) * cbw[y]).mean()),
         _case("bal_bce", _logits, lambda: tailwise.build_loss("bal_bce", class_counts=COUNTS),
               lambda z, y: TF.bal_bce_loss(z, y, COUNTS), _tb_bal_bce),
         _case("eqlv2", _logits, lambda: tailwise.build_loss("eqlv2", num_classes=C), None, _tb_eqlv2),
@@ -354,6 +362,20 @@ def cases():
 def _multilabel(n=N, c=C):
     g = _gen()
     return torch.randn(n, c, generator=g).requires_grad_(True), (torch.rand(n, c, generator=g) > 0.7).float()
+
+
+# a tensor on the logits' device, passed every call (the functional's cached-per-version path)
+_PW = torch.tensor(CW)
+
+
+def _tb_sigmoid_focal_pw(x, t, alpha=0.25, gamma=2.0, pw=_PW):
+    # torchvision's formula with BCEWithLogitsLoss's pos_weight in the cross-entropy
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none", pos_weight=pw)
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** gamma)
+    loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return loss.mean()
 
 
 def _tb_sigmoid_focal_rows(z, y, gamma=2.0):

@@ -227,3 +227,53 @@ def test_ignored_rows_cost_no_one_hot(name):
     ops = _ops_of_a_step(mod, z, y)
     # no one_hot (its CPU range check is aminmax) and no neutral (N, C) matrix arithmetic
     assert "aminmax" not in ops and "zeros_like" not in ops and "scatter_" not in ops, ops
+
+
+# ------------------------------------------------------------------ sigmoid_focal's pos_weight: checked once per version
+def _multilabel(seed=4, n=9):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, C, generator=g) * 2, (torch.rand(n, C, generator=g) > 0.6).float()
+
+
+def test_pos_weight_on_the_device_is_checked_once_per_version():
+    x, t = _multilabel()
+    pw = torch.linspace(0.5, 3.0, C)
+
+    def fn(a, b):
+        return TF.sigmoid_focal_loss(a, b, pos_weight=pw)
+
+    ops = _ops_of_a_step(fn, x, t)
+    assert "all" not in ops and "isfinite" not in ops, ops
+    assert ops.count("_assert_async") == 1, ops   # the target's probability check only
+    # the same values and gradients as BCEWithLogitsLoss's formula, pos_weight applied
+    want = _value_grad(lambda a, b: TF.sigmoid_focal_loss(a, b, pos_weight=pw.clone()), x, t, "torch")
+    got = _value_grad(fn, x, t, "triton", device_paths=True)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    # an in-place update is a new version: checked again (device-side assert), and the new values used
+    with torch.no_grad():
+        pw[2] = -1.0
+    with pytest.raises(RuntimeError, match="pos_weight must be finite and non-negative"):
+        _value_grad(fn, x, t, "triton", device_paths=True)
+    with pytest.raises(ValueError, match="pos_weight must be finite and non-negative"):
+        _value_grad(fn, x, t, "triton")
+    with pytest.raises(ValueError, match="pos_weight must be finite and non-negative"):
+        _value_grad(fn, x, t, "triton")   # a bad tensor is never cached: raises every call
+    with torch.no_grad():
+        pw[2] = 4.0
+    want = _value_grad(lambda a, b: TF.sigmoid_focal_loss(a, b, pos_weight=torch.linspace(0.5, 3.0, C).index_fill(
+        0, torch.tensor([2]), 4.0)), x, t, "torch")
+    assert torch.equal(_value_grad(fn, x, t, "triton")[0], want[0])
+
+
+def test_pos_weight_module_buffer_and_dtype():
+    x, t = _multilabel()
+    mod = tailwise.build_loss("sigmoid_focal", pos_weight=torch.linspace(0.5, 3.0, C))
+    a = _value_grad(mod, x, t, "triton", device_paths=True)
+    b = _value_grad(mod, x.double(), t.double(), "triton", device_paths=True)   # a second dtype entry
+    c = _value_grad(mod, x, t, "torch")
+    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+    torch.testing.assert_close(b[0].float(), c[0], rtol=1e-5, atol=1e-6)
+    mod.load_state_dict({"pos_weight": torch.full((C,), 2.0)})   # copy_: a new version
+    d = _value_grad(mod, x, t, "torch")
+    e = _value_grad(lambda p, q: TF.sigmoid_focal_loss(p, q, pos_weight=torch.full((C,), 2.0)), x, t, "torch")
+    assert torch.equal(d[0], e[0])

@@ -225,12 +225,25 @@ def _check_pos_weight(pos_weight, x: Tensor) -> Tensor:
     the host and converted once per device and dtype (cached), so a functional call with the
     same CPU ``pos_weight`` every step makes no host->device copy after the first.
     """
-    if (isinstance(pos_weight, Tensor) and (pos_weight.device == x.device or pos_weight.requires_grad)) \
-            or torch.compiler.is_compiling():
+    if (isinstance(pos_weight, Tensor) and pos_weight.requires_grad) or torch.compiler.is_compiling():
         pw = _pos_weight_tensor(pos_weight)
         _check_pos_weight_shape(pw, x)
         pw = pw.to(device=x.device, dtype=x.dtype)
         _check_pos_weight_values(pw)
+        return pw
+    if isinstance(pos_weight, Tensor) and pos_weight.device == x.device:
+        # a tensor already on the device (a module's buffer): checked where it lives and cast once
+        # per (tensor, version, dtype), like the softmax family's per-class vectors; an in-place
+        # update is a new version and is checked again
+        def build_here(v):
+            pw = _pos_weight_tensor(v)
+            _check_pos_weight_shape(pw, x)
+            pw = pw.detach().to(dtype=x.dtype)
+            _check_pos_weight_values(pw)
+            return pw
+
+        pw = cached_on_device(pos_weight, x.device, ("pos_weight_here", x.dtype), build_here)
+        _check_pos_weight_shape(pw, x)
         return pw
 
     def build(v):
