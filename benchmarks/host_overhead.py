@@ -40,8 +40,8 @@ Method
   modelled here). Timings on a shared CPU are noisy; the op counts are exact.
 
 Caveat: a few aten ops behave differently on CPU and CUDA; e.g. ``F.one_hot`` checks its range
-on CPU only (``aminmax`` + two ``_local_scalar_dense``, in the EQLv2/EFL rows), so those rows
-over-count what CUDA dispatches by three.
+on CPU only (``aminmax`` + two ``_local_scalar_dense``, in the EFL row: its training statistics'
+one-hot), so that row over-counts what CUDA dispatches by three.
 
 The loss modules are built once (as in training: ``class_counts`` become buffers); the
 functional column calls the functional with host ``class_counts`` lists (the per-device cache
