@@ -14,7 +14,9 @@ Speed: for integer targets (``multiclass`` and ``binary``) the statistics come f
 layer's op ``"overlap_index"`` (:mod:`tailwise.kernels.overlap`), which never materialises a
 one-hot tensor: on CPU a custom autograd Function with a hand-derived backward through the
 softmax, on CUDA one fused Triton pass for the forward (softmax, statistics and, for ``dice_ce``,
-the cross-entropy sums) and one for the backward.
+the cross-entropy sums) and one for the backward. The op also checks the target range
+(``validate=True``): on accelerators the forward kernel does it while it reads the targets (one
+device-side assert), on eager CPU it raises the exact ``ValueError`` of ``check_class_indices``.
 """
 
 from __future__ import annotations
