@@ -218,6 +218,32 @@ def _tb_tversky(z, y, a=0.3, b=0.7, eps=1e-5):
     return (1 - (tp + eps) / (tp + a * fp + b * fn + eps)).mean()
 
 
+def _tb_focal_tversky(z, y, a=0.3, b=0.7, gamma=0.75, eps=1e-5):
+    p = torch.softmax(z, 1)
+    oh = F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    dims = (2, 3)
+    tp = (p * oh).sum(dims)
+    fp = (p * (1 - oh)).sum(dims)
+    fn = ((1 - p) * oh).sum(dims)
+    return ((1 - (tp + eps) / (tp + a * fp + b * fn + eps)) ** gamma).mean()
+
+
+def _tb_generalized_dice(z, y, eps=1e-5):
+    # MONAI's GeneralizedDiceLoss (w = 1/|g|^2, empty classes take the image's largest weight)
+    p = torch.softmax(z, 1)
+    oh = F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    dims = (2, 3)
+    inter = (p * oh).sum(dims)
+    sy = oh.sum(dims)
+    w = 1.0 / (sy * sy)
+    inf = torch.isinf(w)
+    w = torch.where(inf, torch.zeros_like(w), w)
+    w = torch.where(inf, w.amax(1, keepdim=True), w)
+    numer = 2.0 * (w * inter).sum(1) + eps
+    denom = (w * (p.sum(dims) + sy)).sum(1) + eps
+    return (1 - numer / denom).mean()
+
+
 def _tb_giou(p, t, eps=1e-7):
     # torchvision.ops.generalized_box_iou_loss
     x1, y1, x2, y2 = p.unbind(-1)
@@ -350,6 +376,10 @@ def cases():
               lambda z, y: _tb_dice(z, y) + F.cross_entropy(z, y)),
         _case("tversky", _seg, lambda: tailwise.build_loss("tversky"), lambda z, y: TF.tversky_loss(z, y),
               _tb_tversky),
+        _case("focal_tversky", _seg, lambda: tailwise.build_loss("focal_tversky"),
+              lambda z, y: TF.focal_tversky_loss(z, y), _tb_focal_tversky),
+        _case("generalized_dice", _seg, lambda: tailwise.build_loss("generalized_dice"),
+              lambda z, y: TF.generalized_dice_loss(z, y), _tb_generalized_dice),
         _case("giou", _boxes, lambda: tailwise.build_loss("giou"), lambda p, t: TF.giou_loss(p, t), _tb_giou),
         _case("diou", _boxes, lambda: tailwise.build_loss("diou"), lambda p, t: TF.diou_loss(p, t), _tb_diou),
         _case("ciou", _boxes, lambda: tailwise.build_loss("ciou"), lambda p, t: TF.ciou_loss(p, t), _tb_ciou),

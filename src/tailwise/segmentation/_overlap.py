@@ -14,7 +14,9 @@ Speed: for integer targets (``multiclass`` and ``binary``) the statistics come f
 layer's op ``"overlap_index"`` (:mod:`tailwise.kernels.overlap`), which never materialises a
 one-hot tensor: on CPU a custom autograd Function with a hand-derived backward through the
 softmax, on CUDA one fused Triton pass for the forward (softmax, statistics and, for ``dice_ce``,
-the cross-entropy sums) and one for the backward.
+the cross-entropy sums) and one for the backward. The op also checks the target range
+(``validate=True``): on accelerators the forward kernel does it while it reads the targets (one
+device-side assert), on eager CPU it raises the exact ``ValueError`` of ``check_class_indices``.
 """
 
 from __future__ import annotations
@@ -137,7 +139,11 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         if mode == "multilabel":
             raise ValueError(f"target must have the input's shape {tuple(input.shape)} in multilabel mode "
                              f"(one multi-hot channel per class), got {tuple(target.shape)}")
-        check_class_indices(target, 2 if mode == "binary" else c, "target", ignore_index=ignore_index)
+        # the fused op checks the range itself (validate=True below): its Triton kernel while it
+        # reads the targets (one device-side assert instead of ~9 ops), its torch form exactly
+        # as here; the one-hot route (raw scores with soft_label) checks it here
+        check_class_indices(target, 2 if mode == "binary" else c, "target", ignore_index=ignore_index,
+                            values=soft_label and raw)
     elif not target.is_floating_point():
         if target.dtype in (torch.bool, torch.uint8):
             target = target.to(input.dtype)
@@ -158,7 +164,7 @@ def overlap_stats(input: Tensor, target: Tensor, *, mode: str = "multiclass", fr
         if with_ce and (x_op is not x or not op_logits):
             raise ValueError("with_ce needs the mode's own activation on logits")
         tp, sp, sy, sq, sy2, ce_sum, ce_norm = dispatch("overlap_index", x_op, t, ignore_index, mode, op_logits,
-                                                        squared_pred, with_ce, ce_weight)
+                                                        squared_pred, with_ce, ce_weight, validate=True)
         stats = OverlapStats(tp, sp, sy, sq, sy2)
         return (stats, ce_sum, ce_norm) if with_ce else stats
     if with_ce:

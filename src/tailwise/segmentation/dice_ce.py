@@ -114,9 +114,15 @@ def dice_ce_loss(input: Tensor, target: Tensor, *, lambda_dice: float = 1.0, lam
     if batch or (reduction == "mean" and sample_weight is None):
         # pool pixels over the batch like F.cross_entropy; a fully ignored batch gives 0
         ce = ce_sum.sum() / ce_norm.sum().clamp_min(1e-12)
-        return lambda_dice * (dice if batch else reduce_loss(dice, "mean")) + lambda_ce * ce
+        return _scaled(lambda_dice, dice if batch else reduce_loss(dice, "mean")) + _scaled(lambda_ce, ce)
     ce = ce_sum / ce_norm.clamp_min(1e-12)
-    return reduce_loss(lambda_dice * dice + lambda_ce * ce, reduction, sample_weight)
+    return reduce_loss(_scaled(lambda_dice, dice) + _scaled(lambda_ce, ce), reduction, sample_weight)
+
+
+def _scaled(lam: float, x: Tensor) -> Tensor:
+    # x * 1.0 is x bit for bit (value and gradient): skip the two ops (forward, backward) that
+    # the default weights would cost every eager call
+    return x if lam == 1.0 else lam * x
 
 
 @register_loss("dice_ce")

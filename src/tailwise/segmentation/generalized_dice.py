@@ -27,7 +27,7 @@ def _class_weights(sy: Tensor, w_type: str, batch: bool) -> Tensor:
         return torch.ones_like(sy)
     w = 1.0 / (sy * sy if w_type == "square" else sy)
     inf = torch.isinf(w)
-    finite = torch.where(inf, torch.zeros_like(w), w)
+    finite = w.masked_fill(inf, 0.0)  # (one op, not zeros_like + where: the same values)
     top = finite.amax() if batch else finite.amax(dim=-1, keepdim=True)
     return torch.where(inf, top.expand_as(w) if not batch else top, finite)
 
