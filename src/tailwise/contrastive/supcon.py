@@ -184,6 +184,10 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
     if t != tb:  # x * 1.0 is x, value and gradient: skip the two launches in the default t == tb
         per_anchor = per_anchor * (t / tb)
     if sample_major:
+        if reduction == "mean" and sample_weight is None and not zero_if_no_negatives and per_anchor.numel():
+            # the mean over samples of the mean over their V views is the mean over all anchors:
+            # one reduction, one backward division
+            return per_anchor.mean()
         per_sample = per_anchor.view(n, v).mean(1)
     else:
         per_sample = per_anchor.view(n_anchor_views, n).mean(0)
