@@ -314,6 +314,23 @@ def _tb_supcon(features, labels, temperature=0.07):
     return (-mean_log_prob_pos).view(v, bsz).mean()
 
 
+def _tb_nt_xent(features, temperature=0.07):
+    # SimCLR's NT-Xent in SupContrast's form (labels=None: every sample its own class)
+    return _tb_supcon(features, torch.arange(features.shape[0]), temperature)
+
+
+def _tb_dcl(features, temperature=0.1):
+    # Yeh et al. 2022, dense: both directions, the anchor and its positive out of the denominator
+    n = features.shape[0]
+    z = torch.cat(torch.unbind(features, dim=1), dim=0)
+    logits = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool)
+    pair = eye.roll(n, 1)
+    neg = torch.logsumexp(logits.masked_fill(eye | pair, float("-inf")), 1)
+    pos = (features[:, 0] * features[:, 1]).sum(-1) / temperature
+    return (neg.view(2, n) - pos).sum(0).mean()
+
+
 def _tb_eqlv2(z, y):
     # EQLv2 at its initial state (gradient statistics zero): weighted one-hot BCE, weights 1
     t = F.one_hot(y, z.shape[1]).to(z.dtype)
@@ -385,6 +402,9 @@ def cases():
         _case("ciou", _boxes, lambda: tailwise.build_loss("ciou"), lambda p, t: TF.ciou_loss(p, t), _tb_ciou),
         _case("supcon", _views, lambda: tailwise.build_loss("supcon"), lambda f, y: TF.supcon_loss(f, y),
               _tb_supcon),
+        _case("info_nce", lambda: _views()[:1], lambda: tailwise.build_loss("info_nce"),
+              lambda f: TF.info_nce_loss(f), _tb_nt_xent),
+        _case("dcl", lambda: _views()[:1], lambda: tailwise.build_loss("dcl"), lambda f: TF.dcl_loss(f), _tb_dcl),
     ]
     return out
 

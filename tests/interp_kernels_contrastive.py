@@ -95,6 +95,29 @@ def test_rows_labels_self_and_positives(ks):
                                            positives=True), _unit(m, d), _unit(l, d))
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rows_labels_beyond_int32_and_absent_from_the_contrast_set(symmetric):
+    # the kernel compares int32 ids: labels that only differ above bit 32 must stay different, and an
+    # anchor label no contrast row has must match nothing (not the id of some other class)
+    m, l, d = 13, 13 if symmetric else 21, 7
+    big = torch.tensor([0, 1 << 32, (1 << 40) + 5, -(1 << 33), 7])
+    c_lab = big[torch.randint(0, 4, (l,))]
+    a_lab = c_lab if symmetric else big[torch.randint(0, 5, (m,))]
+    if not symmetric:
+        a_lab[0] = 7  # in neither the contrast labels nor their sorted positions
+    self_idx = torch.arange(m) if symmetric else None
+
+    def fn(a, c=None):
+        return contrastive_rows(a, a if c is None else c, 1 / 0.07, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,
+                                positives=True, symmetric=symmetric)
+
+    _compare(fn, *((_unit(m, d),) if symmetric else (_unit(m, d), _unit(l, d))))
+    from tailwise.kernels._contrastive_triton import _label_ids
+    ia, ic = _label_ids(a_lab, c_lab, symmetric)
+    assert ia.dtype == ic.dtype == torch.int32
+    assert torch.equal(ia[:, None] == ic[None, :], a_lab[:, None] == c_lab[None, :])
+
+
 def test_rows_biases_and_positive_weights():
     m, l, d = 11, 19, 9
     a_lab, c_lab = torch.randint(0, 4, (m,)), torch.randint(0, 4, (l,))

@@ -14,7 +14,7 @@ from .._validation import check_choice, check_positive, check_tensor
 from ..registry import register_loss
 from ..distributed import all_gather_no_grad, all_reduce_sum, is_dist_initialized
 from ._common import (any_label_differs, as_views, check_features, check_labels, contrastive_rows, flatten_views,
-                      gather, keeps_feature_dtype, supcon_from_parts, zero_unless)
+                      gather, host_selection, keeps_feature_dtype, supcon_from_parts, zero_unless)
 
 __all__ = ["supcon_loss", "SupConLoss"]
 
@@ -22,6 +22,9 @@ __all__ = ["supcon_loss", "SupConLoss"]
 def _anchor_layout(local: Tensor, n_all: int, offset: int, contrast_mode: str):
     """Anchors (view-major) and the index of each anchor in the gathered, view-major contrast set."""
     n, v, _ = local.shape
+    if contrast_mode == "all" and n_all == n:
+        # unsharded: anchor r is contrast row r (one arange instead of an arange per view and a cat)
+        return flatten_views(local), torch.arange(v * n, device=local.device), v
     base = torch.arange(n, device=local.device) + offset
     if contrast_mode == "one":
         return local[:, 0], base, 1
@@ -120,16 +123,29 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
         per_anchor, n_anchor_views, has_neg = _supcon_ref(
             feats, labels, mask, ref_features, ref_labels, ref_is_batch, t, contrast_mode, normalize,
             gather_distributed, chunk_size, zero_if_no_negatives)
-        per_sample = per_anchor.view(n_anchor_views, n).mean(0) * (t / tb)
+        per_sample = per_anchor.view(n_anchor_views, n).mean(0)
+        if t != tb:
+            per_sample = per_sample * (t / tb)
         if zero_if_no_negatives:
             per_sample = zero_unless(per_sample, has_neg)
         return reduce_loss(per_sample, reduction, sample_weight)
     feats_all, labels_all, offset = gather(feats, labels, gather_distributed)
     n_all = feats_all.shape[0]
-    contrast = flatten_views(feats_all)
-    anchors, self_idx, n_anchor_views = _anchor_layout(feats, n_all, offset, contrast_mode)
     # unsharded "all": the anchors are the contrast rows (the Triton backward then takes one pass)
     sym = contrast_mode == "all" and n_all == n
+    # Off eager CPU, an unsharded "all" batch with labels takes its rows sample-major (row i * V + k):
+    # a view of contiguous features, where the view-major layout of SupContrast costs a copy of the
+    # features forward, of their gradient backward, and a second copy for the anchors. The loss
+    # is the same sum over the same pairs (rounding aside). Eager CPU keeps the view-major rows:
+    # its gradients accumulate in an order that depends on the layout, and CPU results stay
+    # bitwise what they were.
+    sample_major = sym and mask is None and not host_selection(feats)
+    if sample_major:
+        contrast = feats.reshape(n * v, feats.shape[-1])
+        anchors, self_idx, n_anchor_views = contrast, torch.arange(n * v, device=feats.device), v
+    else:
+        contrast = flatten_views(feats_all)
+        anchors, self_idx, n_anchor_views = _anchor_layout(feats, n_all, offset, contrast_mode)
     has_neg = False
     if mask is not None:
         check_tensor(mask, "mask", ndim=2)
@@ -156,14 +172,25 @@ def supcon_loss(features: Tensor, labels: Optional[Tensor] = None, mask: Optiona
             # SimCLR: every sample is its own class
             labels_all = torch.arange(n_all, device=feats.device)
             labels = labels_all[offset:offset + n]
-        lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx,
-                                         a_lab=labels.repeat(n_anchor_views), c_lab=labels_all.repeat(v),
+        c_lab = labels_all.repeat_interleave(v) if sample_major else labels_all.repeat(v)
+        # symmetric: the anchor labels are the contrast labels (the same tensor, one repeat)
+        a_lab = c_lab if sym else labels.repeat(n_anchor_views)
+        lse, dot, cnt = contrastive_rows(anchors, contrast, 1.0 / t, self_idx=self_idx, a_lab=a_lab, c_lab=c_lab,
                                          positives=True, symmetric=sym, chunk_size=chunk_size)
         if zero_if_no_negatives:
             # every sample's views are anchors and contrast rows: a negative pair is two labels
             has_neg = any_label_differs(labels_all)
-    per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t) * (t / tb)
-    per_sample = per_anchor.view(n_anchor_views, n).mean(0)
+    per_anchor = supcon_from_parts(lse, dot, cnt, 1.0 / t)
+    if t != tb:  # x * 1.0 is x, value and gradient: skip the two launches in the default t == tb
+        per_anchor = per_anchor * (t / tb)
+    if sample_major:
+        if reduction == "mean" and sample_weight is None and not zero_if_no_negatives and per_anchor.numel():
+            # the mean over samples of the mean over their V views is the mean over all anchors:
+            # one reduction, one backward division
+            return per_anchor.mean()
+        per_sample = per_anchor.view(n, v).mean(1)
+    else:
+        per_sample = per_anchor.view(n_anchor_views, n).mean(0)
     if zero_if_no_negatives:
         per_sample = zero_unless(per_sample, has_neg)
     return reduce_loss(per_sample, reduction, sample_weight)

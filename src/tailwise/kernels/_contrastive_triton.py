@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ._dispatch import triton_interpreter
 from ._host import cdiv, next_pow2
-from .contrastive_lse import _class_ids, _contrast_ids, _rows_torch, dot_precision, feature_dtype
+from .contrastive_lse import _rows_torch, dot_precision, feature_dtype
 
 if triton_interpreter():
     from ._triton_compat import patch_interpreter_index
@@ -483,6 +483,22 @@ class _EagerRows(torch.autograd.Function):
         return ((da if need_a else None), (dc if need_c else None)) + (None,) * 9
 
 
+def _label_ids(a_lab: Tensor, c_lab: Tensor, symmetric: bool) -> Tuple[Tensor, Tensor]:
+    """int32 ids with exactly the equalities of the labels (the kernel only compares them): each
+    label's first index in the sorted labels of both sets. int64 label tiles would cost registers
+    in every tile; two launches (sort, ``searchsorted``), no host read, fixed shapes.
+
+    ``symmetric``: the anchors are the contrast rows, so are their labels (the symmetric backward
+    reads the anchor labels of contrast rows already): the contrast labels alone.
+    """
+    both = c_lab.long() if symmetric else torch.cat([a_lab.long(), c_lab.long()])
+    ids = torch.searchsorted(torch.sort(both).values, both, out_int32=True)
+    if symmetric:
+        return ids, ids
+    m = a_lab.shape[0]
+    return ids[:m], ids[m:]
+
+
 def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: Optional[Tensor] = None,
                      a_lab: Optional[Tensor] = None, c_lab: Optional[Tensor] = None,
                      col_bias: Optional[Tensor] = None, same_bias: Optional[Tensor] = None,
@@ -513,15 +529,7 @@ def contrastive_rows(anchors: Tensor, contrast: Tensor, scale: float, self_idx: 
         raise ValueError("contrastive_rows: positives=True needs a_lab and c_lab")
     sidx = None if self_idx is None else self_idx.reshape(m, ks).to(torch.int32).contiguous()
     if a_lab is not None and c_lab is not None:
-        # compact int32 class ids (same equalities): int64 label tiles would cost registers in every tile
-        if symmetric:
-            # the anchors are the contrast rows, so are their labels (the symmetric backward reads
-            # the anchor labels of contrast rows already): one compaction, no searchsorted
-            c_lab = _contrast_ids(c_lab.long()).to(torch.int32)
-            a_lab = c_lab
-        else:
-            a_lab, c_lab, _ = _class_ids(a_lab.long(), c_lab.long())
-            a_lab, c_lab = a_lab.to(torch.int32).contiguous(), c_lab.to(torch.int32).contiguous()
+        a_lab, c_lab = _label_ids(a_lab, c_lab, symmetric)
     elif a_lab is not None or c_lab is not None:
         raise ValueError("contrastive_rows: pass both a_lab and c_lab, or neither")
     args = (a, c, sidx, a_lab, c_lab, _opt(col_bias, torch.float32), _opt(same_bias, torch.float32),
