@@ -322,20 +322,16 @@ def _sigmoid_focal_pos_weight(x: Tensor, t: Tensor, pw: Tensor, alpha: float, ga
     """``alpha_t (1 - p_t)^gamma [pw t softplus(-x) + (1 - t) softplus(x)]`` in autograd ops."""
     # softplus(-x) = -log p and softplus(x) = -log(1 - p) separately: both terms >= 0 and no
     # cancellation for confident logits (BCEWithLogits' (1-t)x + lw log(1+e^-x) loses them)
-    loss = t * pw * F.softplus(-x) + (1.0 - t) * F.softplus(x)
-    if gamma != 0:
-        p = torch.sigmoid(x)
-        m = p + t - 2.0 * p * t  # 1 - p_t
-        pos = m > 0
-        loss = loss * torch.where(pos, torch.where(pos, m, torch.ones_like(m)).pow(gamma), torch.zeros_like(m))
-    if alpha >= 0:
-        loss = loss * (t * (2.0 * alpha - 1.0) + (1.0 - alpha))
-    return loss
+    return _focal_modulate(t * pw * F.softplus(-x) + (1.0 - t) * F.softplus(x), x, t, alpha, gamma)
 
 
 def _sigmoid_focal_autograd(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
     """The same elementwise loss as the fused op in plain autograd ops (gradient to ``t`` too)."""
-    loss = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    return _focal_modulate(F.binary_cross_entropy_with_logits(x, t, reduction="none"), x, t, alpha, gamma)
+
+
+def _focal_modulate(loss: Tensor, x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+    """``alpha_t (1 - p_t)^gamma`` times the elementwise cross-entropy ``loss``."""
     if gamma != 0:
         p = torch.sigmoid(x)
         m = p + t - 2.0 * p * t  # 1 - p_t
